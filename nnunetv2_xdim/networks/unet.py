@@ -1,4 +1,10 @@
-"""XDim U-Net: any encoder that exposes nnU-Net's encoder attributes + nnU-Net's own UNetDecoder."""
+"""XDim networks for every nnU-Net configuration, and the interface the trainer relies on.
+
+Every XDim network has `decoder.deep_supervision` (nnU-Net's switch) and three methods for ImageNet weights:
+`pretrained_parameters()` (what gets the encoder learning rate), `build_2d_backbone(**timm_kwargs)` (the
+unmodified 2D timm backbone the network starts from) and `load_pretrained(backbone2d)` (copy, inflate or
+otherwise transfer its weights, strictly).
+"""
 from dynamic_network_architectures.building_blocks.unet_decoder import UNetDecoder
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
@@ -6,9 +12,11 @@ from torch import nn
 from .encoder2d import TimmUNetEncoder
 from .plan import PlanArch, XDimArch
 
+MODES_3D = ("inflated", "slicewise", "stacked")
+
 
 class XDimUNet(nn.Module):
-    """`encoder(x)` gives one skip per plan stage; the decoder gives nnU-Net's deep-supervision outputs.
+    """`encoder(x)` gives one skip per plan stage; nnU-Net's UNetDecoder gives the deep-supervision outputs.
 
     The decoder's segmentation heads are `decoder.seg_layers.*`, the names nnU-Net's `-pretrained_weights`
     skips, so fine-tuning across label sets works; the heads exist whether deep supervision is on or off,
@@ -29,14 +37,29 @@ class XDimUNet(nn.Module):
     def forward(self, x):
         return self.decoder(self.encoder(x))
 
+    def pretrained_parameters(self):
+        return self.encoder.pretrained_parameters()
+
+    def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
+        return self.encoder.build_2d_backbone(**timm_kwargs)
+
+    def load_pretrained(self, backbone2d: nn.Module) -> None:
+        self.encoder.load_pretrained(backbone2d)
+
 
 def build_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
-                  deep_supervision: bool) -> XDimUNet:
+                  deep_supervision: bool) -> nn.Module:
     """The XDim network for one nnU-Net configuration (random weights; ImageNet weights are loaded by the trainer)."""
     if plan.dim == 2:
         encoder = TimmUNetEncoder(arch.backbone, num_input_channels, plan, arch.encoder_norm)
-    else:
-        raise NotImplementedError(
-            f"3D configurations (mode_3d='{arch.mode_3d}') are not available in this version of nnunetv2-xdim yet; "
-            f"train the '2d' configuration, or nnU-Net's own trainer for 3D")
-    return XDimUNet(encoder, plan, num_output_channels, deep_supervision)
+        return XDimUNet(encoder, plan, num_output_channels, deep_supervision)
+    if arch.mode_3d not in MODES_3D:
+        raise ValueError(f"unknown 3D mode '{arch.mode_3d}' (trainer attribute mode_3d); choose one of {MODES_3D}")
+    if arch.mode_3d == "inflated":
+        from .inflated import build_inflated_network
+        return build_inflated_network(arch, plan, num_input_channels, num_output_channels, deep_supervision)
+    if arch.mode_3d == "slicewise":
+        from .slicewise import build_slicewise_network
+        return build_slicewise_network(arch, plan, num_input_channels, num_output_channels, deep_supervision)
+    from .stacked import build_stacked_network
+    return build_stacked_network(arch, plan, num_input_channels, num_output_channels, deep_supervision)

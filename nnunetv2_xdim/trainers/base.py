@@ -94,7 +94,7 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     # --- optimisation ---
     def configure_optimizers(self):
         net = unwrap(self.network)
-        encoder_params = {id(p) for p in net.encoder.pretrained_parameters()}
+        encoder_params = {id(p) for p in net.pretrained_parameters()}
         factor = self.encoder_lr_factor if self.pretrained else 1.0
         groups = [
             {"params": [p for p in net.parameters() if id(p) in encoder_params], "lr_scale": factor},
@@ -136,8 +136,8 @@ class nnUNetTrainerXDim(nnUNetTrainer):
             return
         if self.xdim_continue_requested:
             self.print_to_log_file("--c found no checkpoint: starting anew, from ImageNet weights")
-        loaded = load_pretrained_backbone(arch.backbone, net.encoder.build_2d_backbone,
+        loaded = load_pretrained_backbone(arch.backbone, net.build_2d_backbone,
                                           weights_file=self.pretrained_weights_file)
-        net.encoder.load_pretrained(loaded.model)
+        net.load_pretrained(loaded.model)
         self._initial_fingerprint = _fingerprint(net)
         self.print_to_log_file(f"Encoder {arch.backbone}: ImageNet weights loaded from {loaded.source}")

@@ -1,4 +1,5 @@
-"""The trainer table. A backbone trainer is a class attribute; its `_Scratch` twin only switches
+"""The trainer table. A backbone trainer is a class attribute; `_SliceWise` / `_Stacked` variants choose
+the 3D mode (inflation is the 3D default); a `_Scratch` twin only switches
 `pretrained` off (same architecture, same recipe except the lower encoder learning rate, which only
 protects pretrained features), for honest ablations.
 
@@ -61,6 +62,10 @@ def _twin(base: type, suffix: str, **attrs) -> type:
 
 
 SCRATCH_TRAINERS = [_twin(b, "_Scratch", pretrained=False) for b in BACKBONE_TRAINERS]
+# other 3D modes (in '2d' they build the same network as their base trainer); each with a scratch twin
+MODE_TRAINERS = [_twin(b, suffix, mode_3d=mode)
+                 for b in BACKBONE_TRAINERS for suffix, mode in (("_SliceWise", "slicewise"), ("_Stacked", "stacked"))]
+MODE_SCRATCH_TRAINERS = [_twin(t, "_Scratch", pretrained=False) for t in MODE_TRAINERS]
 
 
 class nnUNetTrainerXDimBaseline(nnUNetTrainer):
@@ -73,4 +78,5 @@ class nnUNetTrainerXDimBaseline(nnUNetTrainer):
         apply_budget(self)
 
 
-ALL_TRAINERS = [nnUNetTrainerXDim] + BACKBONE_TRAINERS + SCRATCH_TRAINERS + [nnUNetTrainerXDimBaseline]
+ALL_TRAINERS = ([nnUNetTrainerXDim] + BACKBONE_TRAINERS + SCRATCH_TRAINERS + MODE_TRAINERS + MODE_SCRATCH_TRAINERS
+                + [nnUNetTrainerXDimBaseline])
