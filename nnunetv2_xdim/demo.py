@@ -90,7 +90,7 @@ def main(argv=None):
                nnUNet_preprocessed=os.path.join(work, "nnUNet_preprocessed"),
                nnUNet_results=os.path.join(work, "nnUNet_results"), nnUNet_def_n_proc="2",
                nnUNet_xdim_epochs=str(args.epochs), nnUNet_xdim_iterations=str(args.iterations),
-               nnUNet_xdim_val_iterations="5")
+               nnUNet_xdim_val_iterations="5", PYTHONUNBUFFERED="1")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.pop("nnUNet_n_proc_DA", None)
     enable_trainer_discovery(env)
@@ -103,7 +103,11 @@ def main(argv=None):
 
     _step("2/5 nnU-Net planning and preprocessing")
     _run(["nnUNetv2_plan_and_preprocess", "-d", str(DATASET_ID), "-c", "2d", "-np", "2"], env, log,
-         show=lambda l: "batch_size" in l and "patch_size" in l and l.startswith("{"))
+         show=lambda l: l.startswith(("Fingerprint", "Experiment planning", "Preprocessing...")))
+    import json
+    plan = json.load(open(os.path.join(env["nnUNet_preprocessed"], DATASET, "nnUNetPlans.json")))["configurations"]["2d"]
+    print(f"  nnU-Net's 2d plan: patch {plan['patch_size']}, batch {plan['batch_size']}, "
+          f"strides {plan['architecture']['arch_kwargs']['strides']}")
 
     trainers = [args.trainer] + ([args.trainer + "_Scratch"] if args.compare_scratch else [])
     preds = {}

@@ -10,6 +10,7 @@ from ..backbones.weights import load_pretrained_backbone
 from ..networks.plan import XDIM_KEY, PlanArch, XDimArch
 from ..networks.unet import build_network
 from .budget import apply_budget
+from .ddp import activation_preserving_sync_batchnorm
 
 
 class PolyLRWithWarmup(PolyLRScheduler):
@@ -107,7 +108,11 @@ class nnUNetTrainerXDim(nnUNetTrainer):
 
     # --- ImageNet weights ---
     def initialize(self):
-        super().initialize()
+        if self.is_ddp:
+            with activation_preserving_sync_batchnorm():
+                super().initialize()
+        else:
+            super().initialize()
         self._initial_fingerprint = _fingerprint(unwrap(self.network))
 
     def on_train_start(self):
