@@ -1,0 +1,144 @@
+"""Slice-wise 3D mode (2.5D): the pretrained 2D encoder runs on every z-slice, a 3D decoder segments.
+
+    input (B, C, D, H, W)
+      |-- plan stage 0: random 3D conv stage at full resolution ------------------------------> skip 0
+      |   (ConvNeXt-like backbones, first level at reduction 4: random 3D bridge stage --------> skip 1)
+      '-- slices folded into the batch (B*D, C, H, W) -> pretrained 2D backbone (in-plane strides of the plan)
+            level l: (B*D, C_l, h_l, w_l) -> back to 3D (B, C_l, D, h_l, w_l)
+                     -> average-pooled along z by the plan's depth reduction at that stage
+                     -> slice fusion: x + conv(kz,1,1)(x), kz the plan's z kernel ---------------> skip s
+      plan stages beyond the backbone's levels: random 3D conv stages ---------------------------> skips
+    nnU-Net's UNetDecoder (3D, plan kernels and strides) -> deep-supervision outputs at the plan's scales
+
+Normalisation: the 2D backbone keeps `arch.encoder_norm` (default 'batch': the pretrained BatchNorm, batch
+statistics in training). Folding depth turns a training batch of 2 patches into 2*D images, and the chunks
+below interleave slices over the whole depth of both samples. On real BraTS cases the BatchNorm statistics
+of one 32-slice chunk are 0.085 std away from those of all the data (a random 2D batch of 32 slices: 0.046;
+32 contiguous slices: 0.20; the ImageNet running statistics that 'frozen' would keep: 0.35), so batch
+statistics are usable and closer to the data than ImageNet's. The random 3D parts use the plan's
+normalisation (InstanceNorm), as nnU-Net does.
+
+Memory (options in `arch.extras`):
+- ``chunk_2d`` (default 32): the backbone sees at most this many slices at once. Chunks interleave the
+  slices (every chunk spans the whole depth of every sample), so BatchNorm statistics stay representative.
+- ``checkpoint_2d`` (default True): in training, the backbone's activations are recomputed chunk by chunk
+  in backward instead of stored (BatchNorm running statistics are updated once). Folding depth multiplies the
+  backbone's activation memory by D: without this, a training step needs 1.13-1.55x the peak memory of
+  nnU-Net's own 3D network for the same plan; with the defaults 0.80-0.94x, for one more backbone forward
+  per step. Figures: results/benchmark_slicewise_stacked_cpu.md.
+"""
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
+from torch import nn
+
+from ..backbones.norms import convert_norms
+from ..backbones.timm_backbone import apply_level_strides, available_levels, create_features_model, feature_levels
+from .depth import (check_full_resolution_first_stage, depth_factors, fold_depth, memory_options, plan_stage,
+                    run_chunked, set_decoder_attributes, unfold_depth)
+from .encoder2d import map_plan_to_levels
+from .plan import PlanArch, XDimArch
+from .unet import XDimUNet
+
+DEFAULT_CHUNK = 32
+DEFAULT_CHECKPOINT = True
+
+
+class SliceFusion(nn.Module):
+    """Mixes neighbouring slices of the 2D features: x + conv(kz,1,1)(x), conv followed by norm and nonlin.
+
+    The norm's scale starts at zero, so the fusion starts as the identity: training begins from exactly the
+    pretrained 2D features of each slice and learns how much context to take from its neighbours.
+    """
+
+    def __init__(self, channels: int, kernel_z: int, plan: PlanArch):
+        super().__init__()
+        self.conv = ConvDropoutNormReLU(nn.Conv3d, channels, channels, (kernel_z, 1, 1), 1, plan.conv_bias,
+                                        plan.norm_op, plan.norm_op_kwargs, None, None, plan.nonlin,
+                                        plan.nonlin_kwargs)
+        norm = getattr(self.conv, "norm", None)
+        if norm is not None and getattr(norm, "weight", None) is not None:
+            nn.init.zeros_(norm.weight)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class SliceWiseEncoder(nn.Module):
+    """Returns one 3D skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects."""
+
+    def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "batch",
+                 chunk_2d: int = DEFAULT_CHUNK, checkpoint_2d: bool = DEFAULT_CHECKPOINT):
+        super().__init__()
+        check_full_resolution_first_stage(plan)
+        reductions, channels = available_levels(backbone)
+        factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
+        level_strides, bridge, first_extra = map_plan_to_levels(factors, [s[1:] for s in plan.strides])
+        if not level_strides:
+            raise ValueError(f"the plan has {plan.n_stages} stages, too few to use backbone {backbone}")
+
+        self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
+        self.encoder_norm = encoder_norm
+        self.chunk_2d, self.checkpoint_2d = chunk_2d, checkpoint_2d
+        self.backbone = create_features_model(backbone, input_channels, self.n_levels)
+        apply_level_strides(feature_levels(self.backbone), level_strides)
+        self.backbone = convert_norms(self.backbone, encoder_norm)
+
+        set_decoder_attributes(self, plan)
+
+        f = plan.features_per_stage
+        self.full_res = plan_stage(plan, 0, input_channels, f[0])
+        self.bridge = plan_stage(plan, 1, f[0], f[1]) if bridge else None
+        level_stages = range(first_extra - self.n_levels, first_extra)
+        z = depth_factors(plan)
+        self.z_pool = [z[s] for s in level_stages]
+        self.fusion = nn.ModuleList(
+            SliceFusion(c, plan.kernel_sizes[s][0], plan) if plan.kernel_sizes[s][0] > 1 else nn.Identity()
+            for c, s in zip(channels, level_stages))
+        out = [f[0]] + ([f[1]] if bridge else []) + list(channels[:self.n_levels])
+        self.extra = nn.ModuleList()
+        for s in range(first_extra, plan.n_stages):
+            self.extra.append(plan_stage(plan, s, out[-1], f[s]))
+            out.append(f[s])
+        self.output_channels = out
+
+    def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
+        """The unmodified 2D timm backbone this encoder starts from; timm_kwargs choose its weights."""
+        return create_features_model(self.backbone_name, self.in_chans, self.n_levels, **timm_kwargs)
+
+    def load_pretrained(self, backbone2d: nn.Module) -> None:
+        """Copy the weights of `build_2d_backbone(...)`'s result; strict, so nothing stays random unnoticed."""
+        backbone2d = convert_norms(backbone2d, self.encoder_norm)
+        self.backbone.load_state_dict(backbone2d.state_dict(), strict=True)
+
+    def pretrained_parameters(self):
+        return self.backbone.parameters()
+
+    def random_init_modules(self) -> List[nn.Module]:
+        return [m for m in (self.full_res, self.bridge, self.fusion, self.extra) if m is not None]
+
+    def slice_features(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """Per backbone level, the 2D features of every slice stacked along depth: (B, C_l, D, h_l, w_l)."""
+        feats = run_chunked(self.backbone, fold_depth(x), self.chunk_2d, self.checkpoint_2d, self.backbone)
+        return [unfold_depth(f, x.shape[0]) for f in feats]
+
+    def forward(self, x):
+        skips = [self.full_res(x)]
+        if self.bridge is not None:
+            skips.append(self.bridge(skips[0]))
+        for feat, pool, fuse in zip(self.slice_features(x), self.z_pool, self.fusion):
+            if pool > 1:
+                feat = F.avg_pool3d(feat, (pool, 1, 1), (pool, 1, 1), ceil_mode=True)
+            skips.append(fuse(feat))
+        for stage in self.extra:
+            skips.append(stage(skips[-1]))
+        return skips
+
+
+def build_slicewise_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
+                            deep_supervision: bool) -> nn.Module:
+    chunk, use_checkpoint = memory_options(arch.extras, DEFAULT_CHUNK, DEFAULT_CHECKPOINT)
+    encoder = SliceWiseEncoder(arch.backbone, num_input_channels, plan, arch.encoder_norm, chunk, use_checkpoint)
+    return XDimUNet(encoder, plan, num_output_channels, deep_supervision)
