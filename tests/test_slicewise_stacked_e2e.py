@@ -26,9 +26,8 @@ def planned(tmp_path_factory):
     return root, env
 
 
-# the slice-wise chain runs in CI; the stacked one (same trainer, plans and prediction machinery, about 90 s
-# more on 2 CPU cores) is slow: `python -m pytest -m slow tests/test_slicewise_stacked_e2e.py`
-@pytest.mark.parametrize("mode", ["slicewise", pytest.param("stacked", marks=pytest.mark.slow)])
+# each 3D mode keeps an end-to-end chain in CI (the stacked one adds about 90 s on 2 CPU cores)
+@pytest.mark.parametrize("mode", ["slicewise", "stacked"])
 def test_train_and_predict(planned, mode):
     root, env = planned
     trainer = TRAINERS[mode]

@@ -1,0 +1,101 @@
+"""The inflated 3D encoder (mode_3d='inflated'): the 2D backbone's levels as 3D stages of an nnU-Net plan.
+
+The stage layout is the 2D encoder's (a random full-resolution stage 0, the backbone's feature levels on
+plan stages 1.., random extra stages beyond them; see encoder2d.py). The backbone is inflated level by
+level: the plan's stride on every axis, and the plan's kernel size along z as depth of the level's spatial
+kernels. Where nnU-Net plans in-plane kernels ([1, 3, 3]) the level stays exactly the pretrained 2D
+network applied slice by slice; where its kernels span z, the 2D kernels get a depth by the inflation rule.
+"""
+from functools import lru_cache
+from typing import List
+
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from torch import nn
+
+from ..backbones.norms import convert_norms
+from ..backbones.timm_backbone import available_levels, create_features_model
+from ..transfer import get_rule, inflate_backbone
+from .encoder2d import TimmUNetEncoder, map_plan_to_levels
+from .plan import PlanArch, XDimArch
+from .unet import XDimUNet
+
+
+# building a timm model just to read its feature levels costs a second; the answer only depends on the name
+_available_levels = lru_cache(maxsize=None)(available_levels)
+
+
+def level_depth_kernels(plan: PlanArch, n_levels: int, bridge: bool) -> List[int]:
+    """Depth kernel of each backbone level: the z kernel of the plan stage(s) the level stands for."""
+    stages = [[1, 2]] if bridge else [[1]]
+    while len(stages) < n_levels:
+        stages.append([stages[-1][-1] + 1])
+    return [max(plan.kernel_sizes[s][0] for s in group) for group in stages[:n_levels]]
+
+
+class InflatedUNetEncoder(TimmUNetEncoder):
+    """3D version of TimmUNetEncoder (same forward, same stage layout, same state-dict layout).
+
+    `load_pretrained` takes the unmodified 2D backbone (`build_2d_backbone(...)`), inflates it with this
+    encoder's rule, depth kernels and strides, and loads it strictly.
+    """
+
+    def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "instance",
+                 inflation: str = "centre"):
+        nn.Module.__init__(self)
+        if plan.dim != 3:
+            raise ValueError("InflatedUNetEncoder builds 3D encoders; 2D plans use TimmUNetEncoder")
+        if any(s != 1 for s in plan.strides[0]):
+            raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
+                             f"full-resolution first stage (stride 1), as nnU-Net plans it")
+        get_rule(inflation)  # fail at build time, not when the weights arrive
+        reductions, channels = _available_levels(backbone)
+        factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
+        level_strides, bridge, first_extra = map_plan_to_levels(factors, plan.strides)
+        if not level_strides:
+            raise ValueError(f"the plan has {plan.n_stages} stages, too few to use backbone {backbone}")
+
+        self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
+        self.encoder_norm, self.inflation = encoder_norm, inflation
+        self.level_strides = level_strides
+        self.depth_kernels = level_depth_kernels(plan, self.n_levels, bridge)
+        self.backbone = self._inflate(create_features_model(backbone, input_channels, self.n_levels))
+
+        # attributes nnU-Net's UNetDecoder reads from an encoder
+        self.conv_op = plan.conv_op
+        self.norm_op, self.norm_op_kwargs = plan.norm_op, plan.norm_op_kwargs
+        self.nonlin, self.nonlin_kwargs = plan.nonlin, plan.nonlin_kwargs
+        self.dropout_op, self.dropout_op_kwargs = plan.dropout_op, plan.dropout_op_kwargs
+        self.conv_bias = plan.conv_bias
+        self.kernel_sizes = plan.kernel_sizes
+        self.strides = plan.strides
+        self.return_skips = True
+
+        def conv_stage(s, c_in, c_out):
+            return StackedConvBlocks(plan.n_conv_per_stage[s], plan.conv_op, c_in, c_out, plan.kernel_sizes[s],
+                                     plan.strides[s], plan.conv_bias, plan.norm_op, plan.norm_op_kwargs,
+                                     plan.dropout_op, plan.dropout_op_kwargs, plan.nonlin, plan.nonlin_kwargs)
+
+        f = plan.features_per_stage
+        self.full_res = conv_stage(0, input_channels, f[0])
+        self.bridge = conv_stage(1, f[0], f[1]) if bridge else None
+        out = [f[0]] + ([f[1]] if bridge else []) + list(channels[:self.n_levels])
+        self.extra = nn.ModuleList()
+        for s in range(first_extra, plan.n_stages):
+            self.extra.append(conv_stage(s, out[-1], f[s]))
+            out.append(f[s])
+        self.output_channels = out
+        assert len(out) == plan.n_stages
+
+    def _inflate(self, backbone2d: nn.Module) -> nn.Module:
+        inflated = inflate_backbone(backbone2d, self.depth_kernels, self.level_strides, self.inflation)
+        return convert_norms(inflated, self.encoder_norm)
+
+    def load_pretrained(self, backbone2d: nn.Module) -> None:
+        """Inflate the weights of `build_2d_backbone(...)`'s result by this encoder's rule; strict."""
+        self.backbone.load_state_dict(self._inflate(backbone2d).state_dict(), strict=True)
+
+
+def build_inflated_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
+                           deep_supervision: bool) -> nn.Module:
+    encoder = InflatedUNetEncoder(arch.backbone, num_input_channels, plan, arch.encoder_norm_3d, arch.inflation)
+    return XDimUNet(encoder, plan, num_output_channels, deep_supervision)
