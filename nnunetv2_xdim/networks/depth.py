@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Callable, List, Sequence, Tuple
 
 import torch
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
@@ -59,26 +58,6 @@ def in_plane_plan(plan: PlanArch) -> PlanArch:
     return replace(plan, dim=2, kernel_sizes=[tuple(k[1:]) for k in plan.kernel_sizes],
                    strides=[tuple(s[1:]) for s in plan.strides], norm_op=_planar_op(plan.norm_op),
                    dropout_op=_planar_op(plan.dropout_op))
-
-
-def plan_stage(plan: PlanArch, s: int, c_in: int, c_out: int, stride=None) -> StackedConvBlocks:
-    """Plan stage `s` as nnU-Net builds it (conv-norm-nonlin blocks), stride from the plan unless given."""
-    return StackedConvBlocks(plan.n_conv_per_stage[s], plan.conv_op, c_in, c_out, plan.kernel_sizes[s],
-                             plan.strides[s] if stride is None else stride, plan.conv_bias, plan.norm_op,
-                             plan.norm_op_kwargs, plan.dropout_op, plan.dropout_op_kwargs, plan.nonlin,
-                             plan.nonlin_kwargs)
-
-
-def set_decoder_attributes(encoder: nn.Module, plan: PlanArch) -> None:
-    """The attributes nnU-Net's UNetDecoder reads from an encoder, taken from the (3D) plan."""
-    encoder.conv_op = plan.conv_op
-    encoder.norm_op, encoder.norm_op_kwargs = plan.norm_op, plan.norm_op_kwargs
-    encoder.nonlin, encoder.nonlin_kwargs = plan.nonlin, plan.nonlin_kwargs
-    encoder.dropout_op, encoder.dropout_op_kwargs = plan.dropout_op, plan.dropout_op_kwargs
-    encoder.conv_bias = plan.conv_bias
-    encoder.kernel_sizes = plan.kernel_sizes
-    encoder.strides = plan.strides
-    encoder.return_skips = True
 
 
 def check_full_resolution_first_stage(plan: PlanArch) -> None:

@@ -9,12 +9,11 @@ plan with fewer stages uses only the first levels.
 """
 from typing import List, Tuple
 
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
 
 from ..backbones.norms import convert_norms
 from ..backbones.timm_backbone import apply_level_strides, available_levels, create_features_model, feature_levels
-from .plan import PlanArch
+from .plan import PlanArch, plan_stage, set_decoder_attributes
 
 
 def map_plan_to_levels(level_factors: List[int], strides: List[Tuple[int, ...]]):
@@ -43,6 +42,25 @@ def map_plan_to_levels(level_factors: List[int], strides: List[Tuple[int, ...]])
     return level_strides, bridge, stage
 
 
+def add_plan_stages(encoder: nn.Module, plan: PlanArch, input_channels: int, bridge: bool, first_extra: int,
+                    level_channels) -> None:
+    """The random plan stages around a backbone: full resolution, bridge (if any), extra stages below it.
+
+    Sets `full_res`, `bridge`, `extra` (registered in this order: optimizer states in checkpoints follow
+    it) and `output_channels`, one entry per plan stage.
+    """
+    f = plan.features_per_stage
+    encoder.full_res = plan_stage(plan, 0, input_channels, f[0])
+    encoder.bridge = plan_stage(plan, 1, f[0], f[1]) if bridge else None
+    out = [f[0]] + ([f[1]] if bridge else []) + list(level_channels)
+    encoder.extra = nn.ModuleList()
+    for s in range(first_extra, plan.n_stages):
+        encoder.extra.append(plan_stage(plan, s, out[-1], f[s]))
+        out.append(f[s])
+    assert len(out) == plan.n_stages
+    encoder.output_channels = out
+
+
 class TimmUNetEncoder(nn.Module):
     """Returns one skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects."""
 
@@ -65,31 +83,8 @@ class TimmUNetEncoder(nn.Module):
         apply_level_strides(feature_levels(self.backbone), level_strides)
         self.backbone = convert_norms(self.backbone, encoder_norm)
 
-        # attributes nnU-Net's UNetDecoder reads from an encoder
-        self.conv_op = plan.conv_op
-        self.norm_op, self.norm_op_kwargs = plan.norm_op, plan.norm_op_kwargs
-        self.nonlin, self.nonlin_kwargs = plan.nonlin, plan.nonlin_kwargs
-        self.dropout_op, self.dropout_op_kwargs = plan.dropout_op, plan.dropout_op_kwargs
-        self.conv_bias = plan.conv_bias
-        self.kernel_sizes = plan.kernel_sizes
-        self.strides = plan.strides
-        self.return_skips = True
-
-        def conv_stage(s, c_in, c_out):
-            return StackedConvBlocks(plan.n_conv_per_stage[s], plan.conv_op, c_in, c_out, plan.kernel_sizes[s],
-                                     plan.strides[s], plan.conv_bias, plan.norm_op, plan.norm_op_kwargs,
-                                     plan.dropout_op, plan.dropout_op_kwargs, plan.nonlin, plan.nonlin_kwargs)
-
-        f = plan.features_per_stage
-        self.full_res = conv_stage(0, input_channels, f[0])
-        self.bridge = conv_stage(1, f[0], f[1]) if bridge else None
-        out = [f[0]] + ([f[1]] if bridge else []) + list(channels[:len(level_strides)])
-        self.extra = nn.ModuleList()
-        for s in range(first_extra, plan.n_stages):
-            self.extra.append(conv_stage(s, out[-1], f[s]))
-            out.append(f[s])
-        self.output_channels = out
-        assert len(out) == plan.n_stages
+        set_decoder_attributes(self, plan)
+        add_plan_stages(self, plan, input_channels, bridge, first_extra, channels[:self.n_levels])
 
     def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
         """The unmodified timm backbone this encoder starts from; timm_kwargs choose its weights."""

@@ -9,14 +9,13 @@ network applied slice by slice; where its kernels span z, the 2D kernels get a d
 from functools import lru_cache
 from typing import List
 
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
 
 from ..backbones.norms import convert_norms
 from ..backbones.timm_backbone import available_levels, create_features_model
 from ..transfer import get_rule, inflate_backbone
-from .encoder2d import TimmUNetEncoder, map_plan_to_levels
-from .plan import PlanArch, XDimArch
+from .encoder2d import TimmUNetEncoder, add_plan_stages, map_plan_to_levels
+from .plan import PlanArch, XDimArch, set_decoder_attributes
 from .unet import XDimUNet
 
 
@@ -60,31 +59,8 @@ class InflatedUNetEncoder(TimmUNetEncoder):
         self.depth_kernels = level_depth_kernels(plan, self.n_levels, bridge)
         self.backbone = self._inflate(create_features_model(backbone, input_channels, self.n_levels))
 
-        # attributes nnU-Net's UNetDecoder reads from an encoder
-        self.conv_op = plan.conv_op
-        self.norm_op, self.norm_op_kwargs = plan.norm_op, plan.norm_op_kwargs
-        self.nonlin, self.nonlin_kwargs = plan.nonlin, plan.nonlin_kwargs
-        self.dropout_op, self.dropout_op_kwargs = plan.dropout_op, plan.dropout_op_kwargs
-        self.conv_bias = plan.conv_bias
-        self.kernel_sizes = plan.kernel_sizes
-        self.strides = plan.strides
-        self.return_skips = True
-
-        def conv_stage(s, c_in, c_out):
-            return StackedConvBlocks(plan.n_conv_per_stage[s], plan.conv_op, c_in, c_out, plan.kernel_sizes[s],
-                                     plan.strides[s], plan.conv_bias, plan.norm_op, plan.norm_op_kwargs,
-                                     plan.dropout_op, plan.dropout_op_kwargs, plan.nonlin, plan.nonlin_kwargs)
-
-        f = plan.features_per_stage
-        self.full_res = conv_stage(0, input_channels, f[0])
-        self.bridge = conv_stage(1, f[0], f[1]) if bridge else None
-        out = [f[0]] + ([f[1]] if bridge else []) + list(channels[:self.n_levels])
-        self.extra = nn.ModuleList()
-        for s in range(first_extra, plan.n_stages):
-            self.extra.append(conv_stage(s, out[-1], f[s]))
-            out.append(f[s])
-        self.output_channels = out
-        assert len(out) == plan.n_stages
+        set_decoder_attributes(self, plan)
+        add_plan_stages(self, plan, input_channels, bridge, first_extra, channels[:self.n_levels])
 
     def _inflate(self, backbone2d: nn.Module) -> nn.Module:
         inflated = inflate_backbone(backbone2d, self.depth_kernels, self.level_strides, self.inflation)

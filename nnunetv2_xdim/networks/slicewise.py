@@ -36,10 +36,10 @@ from torch import nn
 
 from ..backbones.norms import convert_norms
 from ..backbones.timm_backbone import apply_level_strides, available_levels, create_features_model, feature_levels
-from .depth import (check_full_resolution_first_stage, depth_factors, fold_depth, memory_options, plan_stage,
-                    run_chunked, set_decoder_attributes, unfold_depth)
+from .depth import (check_full_resolution_first_stage, depth_factors, fold_depth, memory_options,
+                    run_chunked, unfold_depth)
 from .encoder2d import map_plan_to_levels
-from .plan import PlanArch, XDimArch
+from .plan import PlanArch, XDimArch, plan_stage, set_decoder_attributes
 from .unet import XDimUNet
 
 DEFAULT_CHUNK = 32

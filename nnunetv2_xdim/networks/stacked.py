@@ -36,9 +36,9 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Sta
 from torch import nn
 
 from .depth import (check_full_resolution_first_stage, depth_factors, fold_depth, in_plane_plan, memory_options,
-                    plan_stage, run_chunked, set_decoder_attributes, unfold_depth)
+                    run_chunked, unfold_depth)
 from .encoder2d import TimmUNetEncoder
-from .plan import PlanArch, XDimArch
+from .plan import PlanArch, XDimArch, plan_stage, set_decoder_attributes
 from .unet import XDimUNet
 
 DEFAULT_STACK_CHANNELS = 3
