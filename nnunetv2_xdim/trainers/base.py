@@ -19,6 +19,9 @@ class PolyLRWithWarmup(PolyLRScheduler):
     nnU-Net's PolyLRScheduler writes one learning rate into every group, which would erase a lower
     encoder learning rate; this one keeps each group's scale (stored in the optimizer state, so it is
     restored with a checkpoint).
+
+    Groups marked `frozen_until` (a step count) get learning rate 0 before that step: a frozen-encoder phase
+    that needs no change of `requires_grad` (which would alter DDP's and the optimizer's view of the model).
     """
 
     def __init__(self, optimizer, initial_lr: float, max_steps: int, warmup_steps: int = 0, exponent: float = 0.9):
@@ -33,7 +36,8 @@ class PolyLRWithWarmup(PolyLRScheduler):
         if current_step < self.warmup_steps:
             lr *= (current_step + 1) / (self.warmup_steps + 1)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            frozen = current_step < group.get("frozen_until", 0)
+            group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
 
@@ -67,6 +71,9 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     # --- recipe ---
     encoder_lr_factor: float = 0.1      # pretrained encoder learns at 0.1x the decoder's rate
     warmup_fraction: float = 0.02       # linear warm-up over the first 2% of epochs
+    freeze_encoder_fraction: float = 0.0  # pretrained encoder frozen (lr 0) for this fraction of epochs
+    optimizer_name: str = "sgd"         # "sgd": nnU-Net's (Nesterov, momentum 0.99); "adamw"
+    base_lr: float = None               # None: nnU-Net's 1e-2 for SGD, 1e-3 for AdamW
 
     @classmethod
     def xdim_arch(cls) -> XDimArch:
@@ -97,15 +104,26 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     def configure_optimizers(self):
         net = unwrap(self.network)
         encoder_params = {id(p) for p in net.pretrained_parameters()}
+        # a random encoder has nothing to protect: _Scratch twins train it at full rate and never freeze it
         factor = self.encoder_lr_factor if self.pretrained else 1.0
+        frozen = int(round(self.freeze_encoder_fraction * self.num_epochs)) if self.pretrained else 0
         groups = [
-            {"params": [p for p in net.parameters() if id(p) in encoder_params], "lr_scale": factor},
+            {"params": [p for p in net.parameters() if id(p) in encoder_params], "lr_scale": factor,
+             "frozen_until": frozen},
             {"params": [p for p in net.parameters() if id(p) not in encoder_params], "lr_scale": 1.0},
         ]
-        optimizer = torch.optim.SGD(groups, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
-                                    nesterov=True)
+        if self.optimizer_name == "sgd":
+            lr = self.base_lr or self.initial_lr
+            optimizer = torch.optim.SGD(groups, lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
+        elif self.optimizer_name == "adamw":
+            # the usual fine-tuning setting; nnU-Net's weight decay of 3e-5 is for SGD
+            lr = self.base_lr or 1e-3
+            optimizer = torch.optim.AdamW(groups, lr, weight_decay=1e-2)
+        else:
+            raise ValueError(f"{self.__class__.__name__}.optimizer_name = {self.optimizer_name!r}: use 'sgd' or 'adamw'")
+        self.initial_lr = lr  # nnU-Net logs and checkpoints it
         warmup = int(round(self.warmup_fraction * self.num_epochs))
-        return optimizer, PolyLRWithWarmup(optimizer, self.initial_lr, self.num_epochs, warmup)
+        return optimizer, PolyLRWithWarmup(optimizer, lr, self.num_epochs, warmup)
 
     # --- ImageNet weights ---
     def initialize(self):
