@@ -6,7 +6,8 @@ nnU-Net's recipe as our trainers use it (SGD Nesterov momentum 0.99, lr 1e-2 pol
 0.1x, Dice+CE with deep supervision, batch 2 with one foreground-centred patch, mirroring augmentation), and
 scores whole-tumour Dice on held-out cases with nnU-Net's sliding-window predictor. Arms:
   rule:  centre vs i3d (with instance norm);
-  norm:  instance vs frozen BatchNorm vs group (with the centre rule).
+  norm:  instance vs frozen BatchNorm vs group vs BatchNorm (with the centre rule);
+  control: centre + instance without ImageNet weights (if it scores the same, the budget is too small to tell).
 Every arm of a fold sees the same patches in the same order (paired comparison). Folds swap the test cases.
 
 To fit these CPUs the volumes are resampled to 4 mm isotropic and the plan is an nnU-Net-like isotropic
@@ -40,8 +41,10 @@ from nnunetv2_xdim.trainers.base import PolyLRWithWarmup, nnUNetTrainerXDim  # n
 from tests.plans_util import managers  # noqa: E402
 
 BACKBONE = "tf_efficientnet_lite0"
-ARMS = {"centre + instance": ("centre", "instance"), "i3d + instance": ("i3d", "instance"),
-        "centre + frozen": ("centre", "frozen"), "centre + group": ("centre", "group")}
+# arm -> (rule, encoder norm, ImageNet weights); the last arm is a control: does the encoder's start matter here?
+ARMS = {"centre + instance": ("centre", "instance", True), "i3d + instance": ("i3d", "instance", True),
+        "centre + frozen": ("centre", "frozen", True), "centre + group": ("centre", "group", True),
+        "centre + batch": ("centre", "batch", True), "centre + instance, random init": ("centre", "instance", False)}
 PATCH, FACTOR = (32, 32, 32), 4
 STRIDES = [[1, 1, 1]] + [[2, 2, 2]] * 4
 KERNELS = [[3, 3, 3]] * 5
@@ -93,15 +96,17 @@ def ds_targets(seg):
     return [seg if s.max() == 1 else F.interpolate(seg, scale_factor=tuple(1 / s), mode="nearest") for s in scales]
 
 
-def train_and_score(rule: str, norm: str, train_cases, test_cases, steps: int, seed: int):
+def train_and_score(rule: str, norm: str, pretrained: bool, train_cases, test_cases, steps: int, seed: int):
     torch.manual_seed(seed)
     pm, cm = managers(PATCH, STRIDES, kernels=KERNELS)
     net = build_network(XDimArch(backbone=BACKBONE, encoder_norm_3d=norm, inflation=rule),
                         PlanArch.from_configuration(cm), 2, 2, True)
-    net.load_pretrained(load_pretrained_backbone(BACKBONE, net.build_2d_backbone).model)
+    if pretrained:
+        net.load_pretrained(load_pretrained_backbone(BACKBONE, net.build_2d_backbone).model)
     encoder = {id(p) for p in net.pretrained_parameters()}
     t = nnUNetTrainerXDim
-    opt = torch.optim.SGD([{"params": [p for p in net.parameters() if id(p) in encoder], "lr_scale": t.encoder_lr_factor},
+    encoder_lr = t.encoder_lr_factor if pretrained else 1.0  # as the _Scratch trainers
+    opt = torch.optim.SGD([{"params": [p for p in net.parameters() if id(p) in encoder], "lr_scale": encoder_lr},
                            {"params": [p for p in net.parameters() if id(p) not in encoder], "lr_scale": 1.0}],
                           1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
     sched = PolyLRWithWarmup(opt, 1e-2, steps, max(1, int(round(t.warmup_fraction * steps))))
@@ -142,9 +147,10 @@ def train_and_score(rule: str, norm: str, train_cases, test_cases, steps: int, s
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="folder with case_*/FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz (e.g. brats18_dev)")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="subset of the arms to run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     names = sorted(d for d in os.listdir(args.data) if os.path.isdir(os.path.join(args.data, d)))
@@ -152,11 +158,13 @@ def main():
     n_test = len(cases) // 3
     folds = [list(range(len(cases) - n_test, len(cases))), list(range(n_test))]  # test cases of each fold
     results = {}
-    for arm, (rule, norm) in ARMS.items():
+    for arm in args.arms:
+        rule, norm, pretrained = ARMS[arm]
         results[arm] = []
         for f, test in enumerate(folds):
             train = [c for i, c in enumerate(cases) if i not in test]
-            dice, loss, sps = train_and_score(rule, norm, train, [cases[i] for i in test], args.steps, seed=f)
+            dice, loss, sps = train_and_score(rule, norm, pretrained, train, [cases[i] for i in test], args.steps,
+                                              seed=f)
             results[arm].append((dice, loss, sps))
             print(f"{arm} fold {f}: Dice {np.round(dice, 3)}, final loss {loss:.3f}, {sps:.1f} s/step", flush=True)
 
