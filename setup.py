@@ -56,6 +56,7 @@ setup(
             "nnunetv2_xdim_export_camus=nnunetv2_xdim.dataset_conversion.camus:export_main",
             "nnunetv2_xdim_export_chaos=nnunetv2_xdim.dataset_conversion.chaos:export_main",
             "nnunetv2_xdim_export_brats2022=nnunetv2_xdim.dataset_conversion.brats2022:export_main",
+            "nnunetv2_xdim_protocol=nnunetv2_xdim.protocol:main",
         ]
     },
 )

@@ -14,32 +14,9 @@ import SimpleITK as sitk
 from nnunetv2_xdim.dataset_conversion import brats2022
 from nnunetv2_xdim.dataset_conversion._common import ConversionError, DatasetOptions
 
-SHAPE = (8, 16, 16)  # z, y, x
-DIRECTION = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)  # how SimpleITK reads BraTS' NIfTI headers
-ORIGIN = (-0.0, -239.0, 0.0)
-
-
-def _write(array, path, spacing=(1.0, 1.0, 1.0), origin=ORIGIN):
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(spacing)
-    img.SetOrigin(origin)
-    img.SetDirection(DIRECTION)
-    sitk.WriteImage(img, path, useCompression=True)
-
-
-def make_brats(root, cases, naming, labelled=True):
-    n = brats2022.NAMINGS[naming]
-    labels = sorted(n.to_nnunet)
-    for k, case in enumerate(cases):
-        folder = os.path.join(root, case)
-        os.makedirs(folder)
-        rng = np.random.default_rng(k)
-        for ch in n.channels:
-            _write(rng.integers(0, 3000, SHAPE).astype(np.int16), os.path.join(folder, f"{case}{n.sep}{ch}.nii.gz"))
-        if labelled:
-            seg = np.asarray(labels, np.uint8)[rng.integers(0, 4, SHAPE)]
-            _write(seg, os.path.join(folder, f"{case}{n.sep}seg.nii.gz"))
-    return root
+from challenge_fixtures import BRATS_SHAPE as SHAPE  # noqa: E402
+from challenge_fixtures import make_brats  # noqa: E402
+from challenge_fixtures import write_brats_image as _write  # noqa: E402
 
 
 TRAIN_2021 = [f"BraTS2021_{i:05d}" for i in (0, 2, 3, 5)]

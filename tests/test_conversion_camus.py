@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import types
-import zlib
 
 import numpy as np
 import pytest
@@ -15,85 +14,10 @@ import SimpleITK as sitk
 from nnunetv2_xdim.dataset_conversion import camus
 from nnunetv2_xdim.dataset_conversion._common import ConversionError, DatasetOptions
 
-H, W = 12, 16
-SPACING_2019 = (0.308, 0.154, 1.54)  # as in the release's headers: x, y, and a nominal z
-SPACING_2023 = (0.31, 0.17)
-INFO = "ED: 1\nES: {es}\nNbFrame: {n}\nSex: F\nAge: 61\nImageQuality: Good\nLVedv: 88.8\nLVesv: 40.9\nLVef: 54.0\n"
+from challenge_fixtures import CAMUS_SIZE, SPACING_2019, make_camus_2019, make_camus_2023  # noqa: E402
+from challenge_fixtures import write_image as _write  # noqa: E402
 
-
-def _frame(seed, labels=False):
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 4 if labels else 256, (H, W), dtype=np.uint8)
-
-
-def _write(array, path, spacing, origin=None):
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(spacing)
-    if origin is not None:
-        img.SetOrigin(origin)
-    sitk.WriteImage(img, path, useCompression=path.endswith(".gz"))
-
-
-def make_camus_2019(root, train=("patient0001", "patient0002", "patient0003", "patient0004", "patient0005",
-                                 "patient0006"), test=("patient0451", "patient0452"), n_lists=3):
-    """training/ and testing/ with W x H x 1 .mhd/.raw frames, Info_*.cfg, sequences, subGroup lists."""
-    for subset, patients in (("training", train), ("testing", test)):
-        for p_i, pid in enumerate(patients):
-            folder = os.path.join(root, subset, pid)
-            os.makedirs(folder)
-            for v_i, view in enumerate(camus.VIEWS):
-                with open(os.path.join(folder, f"Info_{view}.cfg"), "w") as f:
-                    f.write(INFO.format(es=10, n=14))
-                seq = np.stack([_frame(1000 + t) for t in range(3)])
-                _write(seq, os.path.join(folder, f"{pid}_{view}_sequence.mhd"), SPACING_2019)
-                for i_i, instant in enumerate(camus.INSTANTS):
-                    seed = zlib.crc32(f"{pid}{view}{instant}".encode())
-                    origin = (0.0, 0.0, 0.0) if p_i % 2 else (1.5, -2.25, 0.0)
-                    stem = os.path.join(folder, f"{pid}_{view}_{instant}")
-                    _write(_frame(seed)[None], stem + ".mhd", SPACING_2019, origin)
-                    if subset == "training":
-                        _write(_frame(seed + 1, labels=True)[None], stem + "_gt.mhd", SPACING_2019, origin)
-    lists = os.path.join(root, "listSubGroups")
-    os.makedirs(lists)
-    chunks = [list(train[k::n_lists]) for k in range(n_lists)]
-    for k in range(n_lists):
-        others = [p for j, c in enumerate(chunks) if j != k for p in c]
-        for subset, ids in (("testing", chunks[k]), ("validation", others[:1]), ("training", others[1:])):
-            with open(os.path.join(lists, f"subGroup{k + 1}_{subset}.txt"), "w") as f:
-                f.write("\n".join(ids) + "\n")
-    return root
-
-
-def make_camus_2023(root, training=("patient0001", "patient0002", "patient0003", "patient0004"),
-                    validation=("patient0005", "patient0006"), testing=("patient0007", "patient0008")):
-    """CAMUS_public/database_nifti with 2D ED/ES, labelled half sequences, database_split lists."""
-    base = os.path.join(root, "CAMUS_public")
-    for pid in training + validation + testing:
-        folder = os.path.join(base, "database_nifti", pid)
-        os.makedirs(folder)
-        for view in camus.VIEWS:
-            with open(os.path.join(folder, f"Info_{view}.cfg"), "w") as f:
-                f.write(INFO.format(es=4, n=4))
-            frames, gts = [], []
-            for instant in camus.INSTANTS:
-                seed = zlib.crc32(f"{pid}{view}{instant}".encode())
-                stem = os.path.join(folder, f"{pid}_{view}_{instant}")
-                frames.append(_frame(seed))
-                gts.append(_frame(seed + 1, labels=True))
-                _write(frames[-1], stem + ".nii.gz", SPACING_2023)
-                _write(gts[-1], stem + "_gt.nii.gz", SPACING_2023)
-            # ED, two frames in between, ES: the ends repeat the ED/ES cases
-            seq = np.stack([frames[0], _frame(7), _frame(8), frames[1]])
-            seq_gt = np.stack([gts[0], _frame(9, True), _frame(10, True), gts[1]])
-            stem = os.path.join(folder, f"{pid}_{view}_half_sequence")
-            _write(seq, stem + ".nii.gz", (*SPACING_2023, 1.0))
-            _write(seq_gt, stem + "_gt.nii.gz", (*SPACING_2023, 1.0))
-    split = os.path.join(base, "database_split")
-    os.makedirs(split)
-    for subset, ids in (("training", training), ("validation", validation), ("testing", testing)):
-        with open(os.path.join(split, f"subgroup_{subset}.txt"), "w") as f:
-            f.write("\n".join(ids) + "\n")
-    return root
+H, W = CAMUS_SIZE
 
 
 def options(tmp_path, dataset_id=504, overwrite=False):

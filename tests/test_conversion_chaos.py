@@ -11,91 +11,11 @@ import pytest
 import SimpleITK as sitk
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from nnunetv2_xdim.dataset_conversion import chaos  # noqa: E402
 from nnunetv2_xdim.dataset_conversion._common import ConversionError, DatasetOptions  # noqa: E402
 
-ROWS, COLS, SLICES = 12, 16, 6
-CT_STORAGE, MR_STORAGE = "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-# rows along x, columns tilted 20 degrees about x: the slice normal is not the z axis
-OBLIQUE = (1.0, 0.0, 0.0, 0.0, float(np.cos(0.35)), float(-np.sin(0.35)))
-
-
-def _ds(value):
-    return f"{value:.6g}"
-
-
-def write_dicom(path, pixels, position, orientation, spacing, thickness, instance, modality, intercept=0):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_STORAGE if modality == "CT" else MR_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(path, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID = modality, "anonymous"
-    # the release's anonymisation gives every file its own series UID: series readers cannot group them
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.ImagePositionPatient = [_ds(v) for v in position]
-    ds.ImageOrientationPatient = [_ds(v) for v in orientation]
-    ds.PixelSpacing = [_ds(v) for v in spacing]
-    ds.SliceThickness, ds.InstanceNumber = _ds(thickness), instance
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if modality == "CT":
-        ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = "1", _ds(intercept), "HU"
-    ds.PixelData = pixels.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def write_series(folder, names, seed, modality, orientation=AXIAL, top=(-150.0, -120.0, 80.0), step=2.5,
-                 spacing=(0.78, 0.74)):
-    """File i lies at the top minus i steps along the slice normal: file-name order is descending z."""
-    os.makedirs(folder)
-    normal = np.cross(orientation[:3], orientation[3:])
-    rng = np.random.default_rng(seed)
-    for i, name in enumerate(names):
-        write_dicom(os.path.join(folder, name), rng.integers(0, 2000, (ROWS, COLS)), np.array(top) - i * step * normal,
-                    orientation, spacing, step, i + 1, modality, intercept=-1024)
-
-
-def write_masks(folder, names, seed, grey_values):
-    os.makedirs(folder)
-    rng = np.random.default_rng(seed)
-    for name in names:
-        grey = np.asarray(grey_values, np.uint8)[rng.integers(0, len(grey_values), (ROWS, COLS))]
-        sitk.WriteImage(sitk.GetImageFromArray(grey), os.path.join(folder, name))
-
-
-def make_chaos(root, ct_train=("1", "5", "8"), ct_test=("3",), mr_train=("2", "10", "13"), mr_test=("4",)):
-    for split, ct, mr in (("Train", ct_train, mr_train), ("Test", ct_test, mr_test)):
-        base = os.path.join(root, "CHAOS_Train_Sets" if split == "Train" else "CHAOS_Test_Sets", f"{split}_Sets")
-        for p in ct:
-            pdir = os.path.join(base, "CT", p)
-            write_series(os.path.join(pdir, "DICOM_anon"), [f"i{i:04d},0000b.dcm" for i in range(SLICES)],
-                         int(p), "CT")
-            if split == "Train":
-                write_masks(os.path.join(pdir, "Ground"), [f"liver_GT_{i:03d}.png" for i in range(SLICES)],
-                            100 + int(p), (0, 255))
-        for p in mr:
-            t1 = os.path.join(base, "MR", p, "T1DUAL")
-            write_series(os.path.join(t1, "DICOM_anon", "InPhase"),
-                         [f"IMG-0004-{2 * i + 2:05d}.dcm" for i in range(SLICES)], int(p), "MR")
-            write_series(os.path.join(t1, "DICOM_anon", "OutPhase"),
-                         [f"IMG-0004-{2 * i + 1:05d}.dcm" for i in range(SLICES)], 50 + int(p), "MR")
-            t2 = os.path.join(base, "MR", p, "T2SPIR")
-            write_series(os.path.join(t2, "DICOM_anon"), [f"IMG-0002-{i + 1:05d}.dcm" for i in range(SLICES - 1)],
-                         70 + int(p), "MR", orientation=OBLIQUE, top=(-160.0, -100.0, 60.0), step=7.7,
-                         spacing=(1.4, 1.4))
-            if split == "Train":
-                write_masks(os.path.join(t1, "Ground"), [f"IMG-0004-{2 * i + 2:05d}.png" for i in range(SLICES)],
-                            200 + int(p), chaos.MR_GREY)
-                write_masks(os.path.join(t2, "Ground"), [f"IMG-0002-{i + 1:05d}.png" for i in range(SLICES - 1)],
-                            300 + int(p), chaos.MR_GREY)
-    return root
+from challenge_fixtures import COLS, ROWS, SLICES, make_chaos, write_series  # noqa: E402
 
 
 def options(tmp_path, dataset_id, name, overwrite=False):
