@@ -1,0 +1,376 @@
+"""Does the ImageNet-pretrained encoder pay off, and with which recipe? Measured on real data through nnU-Net's
+own commands (issue 7).
+
+For a real dataset given by path (the six BraTS 2018 cases of ../shared/data/brats18_dev: FLAIR + T1, whole
+tumour) the script
+  1. converts it into an nnU-Net dataset, resampled to a coarser isotropic spacing so that CPUs can train it
+     (2 mm for `2d`, 3 mm for `3d_fullres` by default; --spacing-2d/--spacing-3d, 1 = native),
+  2. runs `nnUNetv2_plan_and_preprocess` (and, with --gpu-memory-target, `nnUNetv2_plan_experiment
+     -gpu_memory_target X -overwrite_plans_name ...` for smaller patches), writes patient-level folds
+     (6 cases: 3 folds of 4 training / 2 validation cases),
+  3. trains every arm with `nnUNetv2_train` at the same budget (nnUNet_xdim_epochs / _iterations, honoured by
+     the XDim trainers and by nnUNetTrainerXDimBaseline = nnU-Net's default network and recipe) on the same
+     folds, `--repeats` times (nnU-Net does not seed: repeats are independent runs),
+  4. reads nnU-Net's own final validation (fold_k/validation/summary.json: Dice of the full sliding-window
+     prediction of each validation case) and its per-epoch pseudo-Dice (checkpoint logging),
+  5. writes, under --out: runs.csv (every run ever made, one row each), <config>.md (per arm: Dice per fold,
+     mean and spread, paired difference against the _Scratch twin and against nnU-Net's default, wall time,
+     budget, machine) and <config>_curves.png (validation pseudo-Dice against training iterations).
+
+Arms (--arms, default: pretrained scratch default): `pretrained` nnUNetTrainerXDimEfficientNetLite0 (the current
+default recipe), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, and one-factor recipe
+variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, adamw, adamw_scratch,
+norm_frozen, norm_instance, norm_batch3d), plus `lite1`, `lite2` (other ImageNet weights). Finished runs are
+kept and skipped, so the study grows run by run.
+
+    python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
+    python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from nnunetv2_xdim.discovery import enable_trainer_discovery  # noqa: E402
+
+ARMS = {
+    "pretrained": "nnUNetTrainerXDimEfficientNetLite0",
+    "scratch": "nnUNetTrainerXDimEfficientNetLite0_Scratch",
+    "default": "nnUNetTrainerXDimBaseline",
+    "enc_lr_1": "nnUNetTrainerXDimLite0R_EncLR1",
+    "enc_lr_0.3": "nnUNetTrainerXDimLite0R_EncLR03",
+    "no_warmup": "nnUNetTrainerXDimLite0R_NoWarmup",
+    "freeze_10": "nnUNetTrainerXDimLite0R_Freeze10",
+    "adamw": "nnUNetTrainerXDimLite0R_AdamW",
+    "adamw_scratch": "nnUNetTrainerXDimLite0R_AdamW_Scratch",
+    "norm_frozen": "nnUNetTrainerXDimLite0R_NormFrozen",
+    "norm_instance": "nnUNetTrainerXDimLite0R_NormInstance",
+    "norm_batch3d": "nnUNetTrainerXDimLite0R_NormBatch3D",
+    "lite1": "nnUNetTrainerXDimEfficientNetLite1",
+    "lite2": "nnUNetTrainerXDimEfficientNetLite2",
+}
+DATASET_IDS = {"2d": 971, "3d_fullres": 972}
+RUN_FIELDS = ["config", "arm", "trainer", "plans", "fold", "repeat", "epochs", "iterations", "dice_mean",
+              "dice_per_case", "wall_s", "device", "machine", "finished"]
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+def _resample(img: sitk.Image, spacing: float, label: bool) -> sitk.Image:
+    size = [int(round(sz * sp / spacing)) for sz, sp in zip(img.GetSize(), img.GetSpacing())]
+    return sitk.Resample(img, size, sitk.Transform(), sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
+                         img.GetOrigin(), (spacing,) * 3, img.GetDirection(), 0, img.GetPixelID())
+
+
+def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> str:
+    """case_*/FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz -> Dataset<id>_BraTS18dev<spacing>mm (channels FLAIR, T1)."""
+    name = f"Dataset{dataset_id}_BraTS18dev{str(spacing).replace('.', 'p')}mm"
+    out = os.path.join(raw_root, name)
+    if os.path.isfile(os.path.join(out, "dataset.json")):
+        return out
+    cases = sorted(d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d)))
+    if len(cases) < 3:
+        raise SystemExit(f"{data}: expected case folders with FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz, found {cases}")
+    tmp = out + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(tmp, "imagesTr"))
+    os.makedirs(os.path.join(tmp, "labelsTr"))
+    for case in cases:
+        for i, mod in enumerate(("FLAIR", "T1")):
+            path = os.path.join(data, case, f"{mod}.nii.gz")
+            if not os.path.isfile(path):
+                raise SystemExit(f"missing {path}")
+            img = sitk.ReadImage(path, sitk.sitkFloat32)
+            sitk.WriteImage(_resample(img, spacing, False) if spacing != 1 else img,
+                            os.path.join(tmp, "imagesTr", f"{case}_{i:04d}.nii.gz"))
+        seg = sitk.ReadImage(os.path.join(data, case, "GT_W.nii.gz"), sitk.sitkUInt8)
+        sitk.WriteImage(_resample(seg, spacing, True) if spacing != 1 else seg,
+                        os.path.join(tmp, "labelsTr", f"{case}.nii.gz"))
+    with open(os.path.join(tmp, "dataset.json"), "w") as f:
+        json.dump({"channel_names": {"0": "FLAIR", "1": "T1"}, "labels": {"background": 0, "tumour": 1},
+                   "numTraining": len(cases), "file_ending": ".nii.gz",
+                   "description": f"brats18_dev resampled to {spacing} mm for the recipe study"}, f, indent=1)
+    os.rename(tmp, out)
+    return out
+
+
+def write_splits(preprocessed: str, cases: list, n_folds: int) -> None:
+    """Patient-level folds: case k goes to validation fold k mod n_folds."""
+    splits = []
+    for f in range(n_folds):
+        val = [c for i, c in enumerate(cases) if i % n_folds == f]
+        splits.append({"train": [c for c in cases if c not in val], "val": val})
+    with open(os.path.join(preprocessed, "splits_final.json"), "w") as fh:
+        json.dump(splits, fh, indent=1)
+
+
+# ------------------------------------------------------------------------------------------------ runs
+
+def run(cmd, env, log):
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        p = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    if p.returncode:
+        raise SystemExit(f"{' '.join(cmd)} exited {p.returncode}; see {log}")
+
+
+def train_command(threads):
+    """nnUNetv2_train, or its entry point with the CPU thread count it sets capped at `threads`."""
+    if not threads:
+        return ["nnUNetv2_train"]
+    launcher = ("import sys, multiprocessing; multiprocessing.cpu_count = lambda: {n}; "
+                "from nnunetv2.run.run_training import run_training_entry; sys.argv[0] = 'nnUNetv2_train'; "
+                "run_training_entry()").format(n=int(threads))
+    return [sys.executable, "-c", launcher]
+
+
+def load_runs(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def record_run(path, row):
+    """Add one run to runs.csv (replacing an older run with the same key). Several study processes may share
+    the file (e.g. one per core or GPU): the read-modify-write happens under a lock."""
+    import fcntl
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        key = lambda r: (r["config"], r["arm"], str(r["fold"]), str(r["repeat"]))  # noqa: E731
+        rows = [r for r in load_runs(path) if key(r) != key(row)] + [row]
+        rows.sort(key=lambda r: (r["config"], r["arm"], int(r["fold"]), int(r["repeat"])))
+        with open(path + ".tmp", "w", newline="") as f:
+            w = csv.DictWriter(f, RUN_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(path + ".tmp", path)
+
+
+def curve_of(model_dir: str, fold: int):
+    """nnU-Net's per-epoch validation pseudo-Dice (foreground mean on validation patches) from the checkpoint."""
+    import torch
+    ckpt = torch.load(os.path.join(model_dir, f"fold_{fold}", "checkpoint_final.pth"), map_location="cpu",
+                      weights_only=False)
+    return [float(x) for x in ckpt["logging"]["mean_fg_dice"]]
+
+
+def machine() -> str:
+    import torch
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    return f"{platform.node()} ({dev}, torch {torch.__version__})"
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def _mean_std(values):
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+
+
+def paired(rows, arm, ref):
+    """Per (fold, repeat) difference arm - ref, over the pairs both have."""
+    a = {(r["fold"], r["repeat"]): float(r["dice_mean"]) for r in rows if r["arm"] == arm}
+    b = {(r["fold"], r["repeat"]): float(r["dice_mean"]) for r in rows if r["arm"] == ref}
+    keys = sorted(set(a) & set(b))
+    return [a[k] - b[k] for k in keys]
+
+
+def verdict(diffs):
+    """A gain only where the mean difference exceeds its spread (the std over folds x repeats)."""
+    if len(diffs) < 2:
+        return "too few pairs"
+    m, s = np.mean(diffs), np.std(diffs, ddof=1)
+    if abs(m) <= s:
+        return "within spread"
+    return "gain" if m > 0 else "loss"
+
+
+def report(out_dir, config, rows, curves, args_line):
+    rows = [r for r in rows if r["config"] == config]
+    if not rows:
+        return
+    arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+    folds = sorted({int(r["fold"]) for r in rows})
+    budget = sorted({(r["epochs"], r["iterations"]) for r in rows})
+    lines = [f"# Recipe study, `{config}`: pretrained vs scratch vs nnU-Net's default on real data", "",
+             "- data: six real BraTS 2018 cases (brats18_dev), FLAIR + T1, whole-tumour label, resampled to "
+             f"{rows[0]['plans']} (see below); patient-level folds {folds} (2 validation cases each)",
+             "- score: Dice of nnU-Net's own final validation (sliding-window prediction of each held-out case, "
+             "fold_k/validation/summary.json), mean over the fold's cases; spread = std over folds x repeats",
+             f"- budget (epochs, iterations/epoch): {budget}; machine: {rows[0]['machine']}",
+             f"- command (latest invocation; runs of other invocations with the same budget are included): `{args_line}`",
+             "- a difference counts as a gain only where the mean paired difference exceeds its spread", "",
+             "| arm | trainer | runs | Dice per fold (mean of repeats) | mean ± std | vs scratch twin | "
+             "vs nnU-Net default | wall time per run |", "|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        mine = [r for r in rows if r["arm"] == arm]
+        per_fold = []
+        for f in folds:
+            d = [float(r["dice_mean"]) for r in mine if int(r["fold"]) == f]
+            per_fold.append(f"{np.mean(d):.3f}" if d else "-")
+        cells = []
+        for ref in ("adamw_scratch" if arm == "adamw" else "scratch", "default"):
+            diffs = paired(rows, arm, ref) if arm != ref else []
+            cells.append(f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})"
+                         if len(diffs) > 1 else "-")
+        lines.append(f"| {arm} | `{mine[0]['trainer']}` | {len(mine)} | {' '.join(per_fold)} | "
+                     f"{_mean_std([float(r['dice_mean']) for r in mine])} | {cells[0]} | {cells[1]} | "
+                     f"{np.mean([float(r['wall_s']) for r in mine]) / 60:.1f} min |")
+    # iterations to reach nnU-Net's default final pseudo-Dice (mean curves)
+    its = int(rows[0]["iterations"])
+    if "default" in curves and curves["default"]:
+        target = np.mean([c[-1] for c in curves["default"]])
+        lines += ["", f"Iterations until the mean validation pseudo-Dice first reaches nnU-Net's default final "
+                      f"value ({target:.3f}):", ""]
+        for arm, cs in curves.items():
+            n = min(len(c) for c in cs)
+            mean = np.mean([c[:n] for c in cs], axis=0)
+            hit = np.nonzero(mean >= target)[0]
+            lines.append(f"- {arm}: {(hit[0] + 1) * its if len(hit) else 'not within ' + str(n * its)}")
+    with open(os.path.join(out_dir, f"{config}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, cs in curves.items():
+        n = min(len(c) for c in cs)
+        arr = np.array([c[:n] for c in cs])
+        x = np.arange(1, n + 1) * its
+        ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})")
+        ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
+    ax.set_xlabel("training iterations")
+    ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
+    ax.set_title(f"{config}: mean over folds x repeats, band = min..max")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"{config}_curves.png"), dpi=110)
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("data", help="folder of case_*/ with FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz (brats18_dev)")
+    ap.add_argument("--configs", nargs="+", default=["2d"], choices=list(DATASET_IDS))
+    ap.add_argument("--arms", nargs="+", default=["pretrained", "scratch", "default"], choices=list(ARMS))
+    ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--n-folds", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--iterations", type=int, default=25)
+    ap.add_argument("--val-iterations", type=int, default=10)
+    ap.add_argument("--spacing-2d", type=float, default=2.0)
+    ap.add_argument("--spacing-3d", type=float, default=3.0)
+    ap.add_argument("--gpu-memory-target", type=float, default=None,
+                    help="plan with nnUNetv2_plan_experiment -gpu_memory_target X (GB) for smaller patches")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads per training (nnUNetv2_train on CPU takes every core; when other jobs share "
+                         "the machine, oversubscribed threads run many times slower: use 1 there)")
+    ap.add_argument("--work", default=os.path.join(os.path.dirname(HERE), ".recipe_work"),
+                    help="nnU-Net folders of the study (raw, preprocessed, results; not committed)")
+    ap.add_argument("--out", default=os.path.join(HERE, "recipe_study"))
+    args = ap.parse_args()
+
+    os.makedirs(args.out, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), nnUNet_def_n_proc="2",
+               nnUNet_compile="f", nnUNet_xdim_epochs=str(args.epochs), nnUNet_xdim_iterations=str(args.iterations),
+               nnUNet_xdim_val_iterations=str(args.val_iterations))
+    for k in ("raw", "preprocessed"):
+        env[f"nnUNet_{k}"] = os.path.join(args.work, k)
+        os.makedirs(env[f"nnUNet_{k}"], exist_ok=True)
+    env.pop("nnUNet_n_proc_DA", None)  # nnU-Net 2.8.1's planner crashes with 0
+    enable_trainer_discovery(env)
+    env["nnUNet_extTrainer"] += os.pathsep + os.path.join(HERE, "recipe_trainers")
+    log = os.path.join(args.work, "commands.log")
+    runs_csv = os.path.join(args.out, "runs.csv")
+    args_line = "python results/recipe_study.py <brats18_dev> " + " ".join(sys.argv[2:])
+
+    for config in args.configs:
+        spacing = args.spacing_2d if config == "2d" else args.spacing_3d
+        did = DATASET_IDS[config]
+        raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing)
+        name = os.path.basename(raw)
+        pre = os.path.join(env["nnUNet_preprocessed"], name)
+        plans = "nnUNetPlans"
+        if args.gpu_memory_target:
+            plans = f"nnUNetPlans_{args.gpu_memory_target:g}GB"
+        if not os.path.isfile(os.path.join(pre, plans + ".json")):
+            run(["nnUNetv2_extract_fingerprint", "-d", str(did), "-np", "2"], env, log)
+            if args.gpu_memory_target:
+                run(["nnUNetv2_plan_experiment", "-d", str(did), "-gpu_memory_target", str(args.gpu_memory_target),
+                     "-overwrite_plans_name", plans], env, log)
+            else:
+                run(["nnUNetv2_plan_experiment", "-d", str(did)], env, log)
+            run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
+        elif not os.path.isdir(os.path.join(pre, json.load(open(os.path.join(pre, plans + ".json")))
+                                            ["configurations"][config]["data_identifier"])):
+            run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
+        cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")))
+        write_splits(pre, cases, args.n_folds)
+        plan = json.load(open(os.path.join(pre, plans + ".json")))["configurations"][config]
+        plans_desc = (f"{spacing} mm, plans {plans}: patch {plan['patch_size']}, batch {plan['batch_size']}, "
+                      f"{len(plan['architecture']['arch_kwargs']['strides'])} stages")
+
+        for repeat in range(args.repeats):
+            results = os.path.join(args.work, f"results_rep{repeat}")
+            os.makedirs(results, exist_ok=True)
+            for arm in args.arms:
+                trainer = ARMS[arm]
+                model = os.path.join(results, name, f"{trainer}__{plans}__{config}")
+                for fold in args.folds:
+                    key = (config, arm, str(fold), str(repeat))
+                    done = [r for r in load_runs(runs_csv) if (r["config"], r["arm"], r["fold"], r["repeat"]) == key
+                            and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
+                    summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
+                    if done and os.path.isfile(summary):
+                        continue
+                    # a finished fold of another budget would be skipped by nnU-Net: start it anew
+                    shutil.rmtree(os.path.join(model, f"fold_{fold}"), ignore_errors=True)
+                    started = time.time()
+                    print(f"[{time.strftime('%H:%M:%S')}] {config} {arm} fold {fold} repeat {repeat}", flush=True)
+                    run(train_command(args.threads) + [str(did), config, str(fold), "-tr", trainer, "-p", plans,
+                                                       "-device", args.device],
+                        dict(env, nnUNet_results=results, nnUNet_n_proc_DA="0"), log)
+                    wall = time.time() - started
+                    s = json.load(open(summary))
+                    per_case = [c["metrics"]["1"]["Dice"] for c in s["metric_per_case"]]
+                    record_run(runs_csv, dict(config=config, arm=arm, trainer=trainer, plans=plans_desc, fold=fold,
+                                     repeat=repeat, epochs=args.epochs, iterations=args.iterations,
+                                     dice_mean=f"{np.mean(per_case):.4f}",
+                                     dice_per_case=" ".join(f"{d:.4f}" for d in per_case), wall_s=f"{wall:.0f}",
+                                     device=args.device, machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M")))
+                    print(f"    Dice {np.round(per_case, 3)} in {wall / 60:.1f} min", flush=True)
+
+        # curves of every finished run of this budget (also those of other study processes)
+        rows = load_runs(runs_csv)
+        curves = {}
+        for r in rows:
+            if r["config"] != config or int(r["epochs"]) != args.epochs or int(r["iterations"]) != args.iterations:
+                continue
+            model = os.path.join(args.work, f"results_rep{r['repeat']}", name, f"{r['trainer']}__{plans}__{config}")
+            try:
+                curves.setdefault(r["arm"], []).append(curve_of(model, int(r["fold"])))
+            except FileNotFoundError:
+                pass
+        report(args.out, config, [r for r in rows if int(r["epochs"]) == args.epochs
+                                  and int(r["iterations"]) == args.iterations], curves, args_line)
+        print(open(os.path.join(args.out, f"{config}.md")).read())
+
+
+if __name__ == "__main__":
+    main()
