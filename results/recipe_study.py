@@ -146,7 +146,7 @@ def record_run(path, row):
     """Add one run to runs.csv (replacing an older run with the same key). Several study processes may share
     the file (e.g. one per core or GPU): the read-modify-write happens under a lock."""
     import fcntl
-    with open(path + ".lock", "w") as lock:
+    with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         key = lambda r: (r["config"], r["arm"], str(r["fold"]), str(r["repeat"]))  # noqa: E731
         rows = [r for r in load_runs(path) if key(r) != key(row)] + [row]
@@ -221,7 +221,9 @@ def report(out_dir, config, rows, curves, args_line):
             per_fold.append(f"{np.mean(d):.3f}" if d else "-")
         cells = []
         for ref in ("adamw_scratch" if arm == "adamw" else "scratch", "default"):
-            diffs = paired(rows, arm, ref) if arm != ref else []
+            # a scratch twin only for pretrained arms; nnU-Net's default is compared with nothing but itself
+            meaningless = arm == ref or (ref != "default" and (arm == "default" or arm.endswith("scratch")))
+            diffs = [] if meaningless else paired(rows, arm, ref)
             cells.append(f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})"
                          if len(diffs) > 1 else "-")
         lines.append(f"| {arm} | `{mine[0]['trainer']}` | {len(mine)} | {' '.join(per_fold)} | "

@@ -18,7 +18,7 @@ def test_five_folds_find_best_configuration_ensemble_postprocess(tmp_path):
     plan_and_preprocess(DATASET, env)
     for trainer in TRAINERS:
         for fold in range(5):
-            train(DATASET, "2d", fold, trainer, env)
+            train(DATASET, "2d", fold, trainer, env, extra=["--npz"])  # find_best_configuration ensembles
     out = run(["nnUNetv2_find_best_configuration", str(DATASET), "-c", "2d", "-tr", *TRAINERS, "-np", "1"], env).stdout
     results = os.path.join(env["nnUNet_results"], f"Dataset{DATASET}_Workflow")
     instructions = open(os.path.join(results, "inference_instructions.txt")).read()
