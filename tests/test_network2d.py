@@ -94,6 +94,18 @@ def test_full_resolution_first_stage_is_required():
         build_network(XDimArch(backbone="resnet18"), PlanArch.from_configuration(cm), 1, 2, True)
 
 
+@pytest.mark.parametrize("patch, strides, mode", [
+    ((64, 64), [(1, 1), (2, 2)], "inflated"),
+    ((8, 64, 64), [(1, 1, 1), (1, 2, 2)], "inflated"),
+    ((8, 64, 64), [(1, 1, 1), (1, 2, 2)], "slicewise"),
+])
+def test_plan_without_room_for_the_first_backbone_level_is_a_clear_error(patch, strides, mode):
+    # ConvNeXt's first level reduces by 4 and needs two plan stages below full resolution
+    plan = PlanArch.from_configuration(managers(patch, strides)[1])
+    with pytest.raises(ValueError, match="2 stages, too few to use backbone convnext_atto"):
+        build_network(XDimArch(backbone="convnext_atto", mode_3d=mode), plan, 1, 2, True)
+
+
 @pytest.mark.parametrize("norm", ["batch", "frozen", "instance", "group"])
 def test_encoder_normalisations_keep_state_dict_names_of_pretrained_params(norm):
     pm, cm = managers((64, 64), [(1, 1)] + [(2, 2)] * 4)

@@ -7,6 +7,7 @@ backbone whose first level is at reduction 4 (ConvNeXt) takes two plan stages fo
 stage providing the skip in between. Plan stages beyond the backbone's levels are random conv stages; a
 plan with fewer stages uses only the first levels.
 """
+from functools import lru_cache
 from typing import List, Tuple
 
 from torch import nn
@@ -42,6 +43,24 @@ def map_plan_to_levels(level_factors: List[int], strides: List[Tuple[int, ...]])
     return level_strides, bridge, stage
 
 
+# building a timm model just to read its feature levels costs a second; the answer only depends on the name
+_available_levels = lru_cache(maxsize=None)(available_levels)
+
+
+def plan_levels(backbone: str, strides: List[Tuple[int, ...]]):
+    """Lay `backbone`'s feature levels onto the plan's (in-plane) strides.
+
+    Returns (level_strides, bridge, first_extra_stage, level_channels) as map_plan_to_levels, plus the
+    channels of the used levels; raises if the plan has no stage left for the backbone.
+    """
+    reductions, channels = _available_levels(backbone)
+    factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
+    level_strides, bridge, first_extra = map_plan_to_levels(factors, strides)
+    if not level_strides:
+        raise ValueError(f"the plan has {len(strides)} stages, too few to use backbone {backbone}")
+    return level_strides, bridge, first_extra, list(channels[:len(level_strides)])
+
+
 def add_plan_stages(encoder: nn.Module, plan: PlanArch, input_channels: int, bridge: bool, first_extra: int,
                     level_channels) -> None:
     """The random plan stages around a backbone: full resolution, bridge (if any), extra stages below it.
@@ -71,11 +90,7 @@ class TimmUNetEncoder(nn.Module):
         if any(s != 1 for s in plan.strides[0]):
             raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
                              f"full-resolution first stage (stride 1), as nnU-Net plans it")
-        reductions, channels = available_levels(backbone)
-        factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
-        level_strides, bridge, first_extra = map_plan_to_levels(factors, plan.strides)
-        if not level_strides:
-            raise ValueError(f"the plan has {plan.n_stages} stages, too few to use backbone {backbone}")
+        level_strides, bridge, first_extra, level_channels = plan_levels(backbone, plan.strides)
 
         self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
         self.encoder_norm = encoder_norm
@@ -84,7 +99,7 @@ class TimmUNetEncoder(nn.Module):
         self.backbone = convert_norms(self.backbone, encoder_norm)
 
         set_decoder_attributes(self, plan)
-        add_plan_stages(self, plan, input_channels, bridge, first_extra, channels[:self.n_levels])
+        add_plan_stages(self, plan, input_channels, bridge, first_extra, level_channels)
 
     def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
         """The unmodified timm backbone this encoder starts from; timm_kwargs choose its weights."""

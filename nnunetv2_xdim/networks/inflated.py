@@ -6,21 +6,16 @@ level: the plan's stride on every axis, and the plan's kernel size along z as de
 kernels. Where nnU-Net plans in-plane kernels ([1, 3, 3]) the level stays exactly the pretrained 2D
 network applied slice by slice; where its kernels span z, the 2D kernels get a depth by the inflation rule.
 """
-from functools import lru_cache
 from typing import List
 
 from torch import nn
 
 from ..backbones.norms import convert_norms
-from ..backbones.timm_backbone import available_levels, create_features_model
+from ..backbones.timm_backbone import create_features_model
 from ..transfer import get_rule, inflate_backbone
-from .encoder2d import TimmUNetEncoder, add_plan_stages, map_plan_to_levels
+from .encoder2d import TimmUNetEncoder, add_plan_stages, plan_levels
 from .plan import PlanArch, XDimArch, set_decoder_attributes
 from .unet import XDimUNet
-
-
-# building a timm model just to read its feature levels costs a second; the answer only depends on the name
-_available_levels = lru_cache(maxsize=None)(available_levels)
 
 
 def level_depth_kernels(plan: PlanArch, n_levels: int, bridge: bool) -> List[int]:
@@ -47,11 +42,7 @@ class InflatedUNetEncoder(TimmUNetEncoder):
             raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
                              f"full-resolution first stage (stride 1), as nnU-Net plans it")
         get_rule(inflation)  # fail at build time, not when the weights arrive
-        reductions, channels = _available_levels(backbone)
-        factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
-        level_strides, bridge, first_extra = map_plan_to_levels(factors, plan.strides)
-        if not level_strides:
-            raise ValueError(f"the plan has {plan.n_stages} stages, too few to use backbone {backbone}")
+        level_strides, bridge, first_extra, level_channels = plan_levels(backbone, plan.strides)
 
         self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
         self.encoder_norm, self.inflation = encoder_norm, inflation
@@ -60,7 +51,7 @@ class InflatedUNetEncoder(TimmUNetEncoder):
         self.backbone = self._inflate(create_features_model(backbone, input_channels, self.n_levels))
 
         set_decoder_attributes(self, plan)
-        add_plan_stages(self, plan, input_channels, bridge, first_extra, channels[:self.n_levels])
+        add_plan_stages(self, plan, input_channels, bridge, first_extra, level_channels)
 
     def _inflate(self, backbone2d: nn.Module) -> nn.Module:
         inflated = inflate_backbone(backbone2d, self.depth_kernels, self.level_strides, self.inflation)

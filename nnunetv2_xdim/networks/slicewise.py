@@ -35,10 +35,10 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Con
 from torch import nn
 
 from ..backbones.norms import convert_norms
-from ..backbones.timm_backbone import apply_level_strides, available_levels, create_features_model, feature_levels
+from ..backbones.timm_backbone import apply_level_strides, create_features_model, feature_levels
 from .depth import (check_full_resolution_first_stage, depth_factors, fold_depth, memory_options,
                     run_chunked, unfold_depth)
-from .encoder2d import map_plan_to_levels
+from .encoder2d import plan_levels
 from .plan import PlanArch, XDimArch, plan_stage, set_decoder_attributes
 from .unet import XDimUNet
 
@@ -73,11 +73,7 @@ class SliceWiseEncoder(nn.Module):
                  chunk_2d: int = DEFAULT_CHUNK, checkpoint_2d: bool = DEFAULT_CHECKPOINT):
         super().__init__()
         check_full_resolution_first_stage(plan)
-        reductions, channels = available_levels(backbone)
-        factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
-        level_strides, bridge, first_extra = map_plan_to_levels(factors, [s[1:] for s in plan.strides])
-        if not level_strides:
-            raise ValueError(f"the plan has {plan.n_stages} stages, too few to use backbone {backbone}")
+        level_strides, bridge, first_extra, channels = plan_levels(backbone, [s[1:] for s in plan.strides])
 
         self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
         self.encoder_norm = encoder_norm
@@ -97,7 +93,7 @@ class SliceWiseEncoder(nn.Module):
         self.fusion = nn.ModuleList(
             SliceFusion(c, plan.kernel_sizes[s][0], plan) if plan.kernel_sizes[s][0] > 1 else nn.Identity()
             for c, s in zip(channels, level_stages))
-        out = [f[0]] + ([f[1]] if bridge else []) + list(channels[:self.n_levels])
+        out = [f[0]] + ([f[1]] if bridge else []) + channels
         self.extra = nn.ModuleList()
         for s in range(first_extra, plan.n_stages):
             self.extra.append(plan_stage(plan, s, out[-1], f[s]))
