@@ -211,8 +211,11 @@ def report(out_dir, config, rows, curves, args_line):
              f"- budget (epochs, iterations/epoch): {budget}; machine: {rows[0]['machine']}",
              f"- command (latest invocation; runs of other invocations with the same budget are included): `{args_line}`",
              "- a difference counts as a gain only where the mean paired difference exceeds its spread", "",
+             "- 'vs current recipe': a one-factor arm against the arm it changes (pretrained, or scratch for a "
+             "scratch arm), i.e. the effect of that factor alone",
+             "- with 3 folds and one repeat, a mean beyond one spread is a weak signal, not a significant result", "",
              "| arm | trainer | runs | Dice per fold (mean of repeats) | mean ± std | vs scratch twin | "
-             "vs nnU-Net default | wall time per run |", "|---|---|---|---|---|---|---|---|"]
+             "vs nnU-Net default | vs current recipe | wall time per run |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
         per_fold = []
@@ -226,9 +229,24 @@ def report(out_dir, config, rows, curves, args_line):
             diffs = [] if meaningless else paired(rows, arm, ref)
             cells.append(f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})"
                          if len(diffs) > 1 else "-")
+        base = "scratch" if arm.endswith("scratch") else "pretrained"
+        diffs = [] if arm in ("pretrained", "scratch", "default") else paired(rows, arm, base)
+        cells.append(f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})"
+                     if len(diffs) > 1 else "-")
         lines.append(f"| {arm} | `{mine[0]['trainer']}` | {len(mine)} | {' '.join(per_fold)} | "
-                     f"{_mean_std([float(r['dice_mean']) for r in mine])} | {cells[0]} | {cells[1]} | "
+                     f"{_mean_std([float(r['dice_mean']) for r in mine])} | {cells[0]} | {cells[1]} | {cells[2]} | "
                      f"{np.mean([float(r['wall_s']) for r in mine]) / 60:.1f} min |")
+    # run-to-run noise: the same arm on the same fold, trained again (nnU-Net does not seed)
+    noise = []
+    for arm in arms:
+        for f in folds:
+            d = [float(r["dice_mean"]) for r in rows if r["arm"] == arm and int(r["fold"]) == f]
+            if len(d) > 1:
+                noise.append((arm, f, d))
+    if noise:
+        lines += ["", "Run-to-run noise (same arm, same fold, independent runs): "
+                  + "; ".join(f"{a} fold {f}: {' '.join(f'{x:.3f}' for x in d)}" for a, f, d in noise)
+                  + f"; mean range {np.mean([max(d) - min(d) for _, _, d in noise]):.3f}"]
     # iterations to reach nnU-Net's default final pseudo-Dice (mean curves)
     its = int(rows[0]["iterations"])
     if "default" in curves and curves["default"]:
