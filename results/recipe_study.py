@@ -196,6 +196,10 @@ def verdict(diffs):
     return "gain" if m > 0 else "loss"
 
 
+def _diff_cell(diffs):
+    return f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})" if len(diffs) > 1 else "-"
+
+
 def report(out_dir, config, rows, curves, args_line):
     rows = [r for r in rows if r["config"] == config]
     if not rows:
@@ -210,10 +214,10 @@ def report(out_dir, config, rows, curves, args_line):
              "fold_k/validation/summary.json), mean over the fold's cases; spread = std over folds x repeats",
              f"- budget (epochs, iterations/epoch): {budget}; machine: {rows[0]['machine']}",
              f"- command (latest invocation; runs of other invocations with the same budget are included): `{args_line}`",
-             "- a difference counts as a gain only where the mean paired difference exceeds its spread", "",
+             "- a difference counts as a gain only where the mean paired difference exceeds its spread; with "
+             f"{len(folds)} folds that is a weak signal, not a significant result",
              "- 'vs current recipe': a one-factor arm against the arm it changes (pretrained, or scratch for a "
-             "scratch arm), i.e. the effect of that factor alone",
-             "- with 3 folds and one repeat, a mean beyond one spread is a weak signal, not a significant result", "",
+             "scratch arm), i.e. the effect of that factor alone", "",
              "| arm | trainer | runs | Dice per fold (mean of repeats) | mean ± std | vs scratch twin | "
              "vs nnU-Net default | vs current recipe | wall time per run |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
@@ -226,13 +230,9 @@ def report(out_dir, config, rows, curves, args_line):
         for ref in ("adamw_scratch" if arm == "adamw" else "scratch", "default"):
             # a scratch twin only for pretrained arms; nnU-Net's default is compared with nothing but itself
             meaningless = arm == ref or (ref != "default" and (arm == "default" or arm.endswith("scratch")))
-            diffs = [] if meaningless else paired(rows, arm, ref)
-            cells.append(f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})"
-                         if len(diffs) > 1 else "-")
+            cells.append(_diff_cell([] if meaningless else paired(rows, arm, ref)))
         base = "scratch" if arm.endswith("scratch") else "pretrained"
-        diffs = [] if arm in ("pretrained", "scratch", "default") else paired(rows, arm, base)
-        cells.append(f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})"
-                     if len(diffs) > 1 else "-")
+        cells.append(_diff_cell([] if arm in ("pretrained", "scratch", "default") else paired(rows, arm, base)))
         lines.append(f"| {arm} | `{mine[0]['trainer']}` | {len(mine)} | {' '.join(per_fold)} | "
                      f"{_mean_std([float(r['dice_mean']) for r in mine])} | {cells[0]} | {cells[1]} | {cells[2]} | "
                      f"{np.mean([float(r['wall_s']) for r in mine]) / 60:.1f} min |")
