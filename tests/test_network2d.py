@@ -116,3 +116,22 @@ def test_encoder_normalisations_keep_state_dict_names_of_pretrained_params(norm)
     assert torch.equal(net.encoder.backbone.bn1.weight, src.bn1.weight)
     out = net.train()(torch.randn(2, 1, 64, 64))
     out[0].mean().backward()
+
+
+@pytest.mark.parametrize("mode", ["2d", "inflated"])
+def test_seeded_builds_are_identical_whether_or_not_the_backbone_levels_are_cached(mode):
+    # reading a backbone's levels builds a probe model; it must not draw from the global RNG, or the first
+    # build after start-up (uncached) gets other weights than every later one with the same seed
+    from nnunetv2_xdim.networks.encoder2d import _available_levels
+    patch, strides = ((64, 64), [(1, 1)] + [(2, 2)] * 4) if mode == "2d" else \
+        ((16, 64, 64), [(1, 1, 1)] + [(1, 2, 2)] + [(2, 2, 2)] * 3)
+    plan = PlanArch.from_configuration(managers(patch, strides)[1])
+
+    def build():
+        torch.manual_seed(0)
+        return build_network(XDimArch(backbone="regnety_002"), plan, 1, 2, True).state_dict()
+
+    _available_levels.cache_clear()
+    first, second = build(), build()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 
 import timm
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -43,8 +44,13 @@ def create_features_model(name: str, in_chans: int, n_levels: int, **kwargs) -> 
 
 
 def available_levels(name: str) -> Tuple[List[int], List[int]]:
-    """Reductions and channels of every feature level of timm model `name`."""
-    m = timm.create_model(name, features_only=True, pretrained=False)
+    """Reductions and channels of every feature level of timm model `name`.
+
+    The probe model must not draw from the global RNG: networks are built right after, and a seeded build
+    has to give the same weights whether or not this answer was cached.
+    """
+    with torch.random.fork_rng(devices=[]):
+        m = timm.create_model(name, features_only=True, pretrained=False)
     return list(m.feature_info.reduction()), list(m.feature_info.channels())
 
 
