@@ -7,7 +7,8 @@ tumour) the script
      (2 mm for `2d`, 3 mm for `3d_fullres` by default; --spacing-2d/--spacing-3d, 1 = native),
   2. runs `nnUNetv2_plan_and_preprocess` (and, with --gpu-memory-target, `nnUNetv2_plan_experiment
      -gpu_memory_target X -overwrite_plans_name ...` for smaller patches), writes patient-level folds
-     (6 cases: 3 folds of 4 training / 2 validation cases),
+     (6 cases: 3 folds of 4 training / 2 validation cases; --train-cases K keeps only K of the 4 training
+     cases of each fold, a different one per fold, in a dataset of its own: data scarcity, the paper's setting),
   3. trains every arm with `nnUNetv2_train` at the same budget (nnUNet_xdim_epochs / _iterations, honoured by
      the XDim trainers and by nnUNetTrainerXDimBaseline = nnU-Net's default network and recipe) on the same
      folds, `--repeats` times (nnU-Net does not seed: repeats are independent runs),
@@ -20,7 +21,7 @@ tumour) the script
 Arms (--arms, default: pretrained scratch default): `pretrained` nnUNetTrainerXDimEfficientNetLite0 (the current
 default recipe), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, and one-factor recipe
 variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, adamw, adamw_scratch,
-norm_frozen, norm_instance, norm_batch3d), plus `lite1`, `lite2` (other ImageNet weights). Finished runs are
+norm_frozen, norm_instance, norm_batch3d, grey_stem), plus `lite1`, `lite2` (other ImageNet weights). Finished runs are
 kept and skipped, so the study grows run by run.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
@@ -56,11 +57,14 @@ ARMS = {
     "norm_frozen": "nnUNetTrainerXDimLite0R_NormFrozen",
     "norm_instance": "nnUNetTrainerXDimLite0R_NormInstance",
     "norm_batch3d": "nnUNetTrainerXDimLite0R_NormBatch3D",
+    "grey_stem": "nnUNetTrainerXDimLite0R_GreyStem",
     "lite1": "nnUNetTrainerXDimEfficientNetLite1",
     "lite2": "nnUNetTrainerXDimEfficientNetLite2",
 }
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
-RUN_FIELDS = ["config", "arm", "trainer", "plans", "fold", "repeat", "epochs", "iterations", "dice_mean",
+MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
+RUN_FIELDS = ["config", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
+              "dice_mean",
               "dice_per_case", "wall_s", "device", "machine", "finished"]
 
 
@@ -104,12 +108,28 @@ def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> s
     return out
 
 
-def write_splits(preprocessed: str, cases: list, n_folds: int) -> None:
-    """Patient-level folds: case k goes to validation fold k mod n_folds."""
+def dataset_id(config: str, train_cases) -> int:
+    if not train_cases:
+        return DATASET_IDS[config]
+    return 979 + 2 * train_cases + (config == "3d_fullres")
+
+
+def make_splits(cases: list, n_folds: int, train_cases=None) -> list:
+    """Patient-level folds: case k goes to validation fold k mod n_folds. With train_cases=K, fold f trains on
+    K of its remaining cases, taken from position f on, so that the folds train on different cases."""
     splits = []
     for f in range(n_folds):
         val = [c for i, c in enumerate(cases) if i % n_folds == f]
-        splits.append({"train": [c for c in cases if c not in val], "val": val})
+        train = [c for c in cases if c not in val]
+        if train_cases:
+            if train_cases > len(train):
+                raise SystemExit(f"--train-cases {train_cases}: fold {f} has only {len(train)} training cases")
+            train = (train[f % len(train):] + train[:f % len(train)])[:train_cases]
+        splits.append({"train": train, "val": val})
+    return splits
+
+
+def write_splits(preprocessed: str, splits: list) -> None:
     with open(os.path.join(preprocessed, "splits_final.json"), "w") as fh:
         json.dump(splits, fh, indent=1)
 
@@ -139,7 +159,10 @@ def load_runs(path):
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    for r in rows:  # runs recorded before --train-cases existed used the 4 training cases of their fold
+        r["train_cases"] = r.get("train_cases") or "4"
+    return rows
 
 
 def record_run(path, row):
@@ -148,9 +171,9 @@ def record_run(path, row):
     import fcntl
     with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        key = lambda r: (r["config"], r["arm"], str(r["fold"]), str(r["repeat"]))  # noqa: E731
+        key = lambda r: (r["config"], r["arm"], str(r["fold"]), str(r["repeat"]), str(r["train_cases"]))  # noqa
         rows = [r for r in load_runs(path) if key(r) != key(row)] + [row]
-        rows.sort(key=lambda r: (r["config"], r["arm"], int(r["fold"]), int(r["repeat"])))
+        rows.sort(key=lambda r: (r["config"], int(r["train_cases"]), r["arm"], int(r["fold"]), int(r["repeat"])))
         with open(path + ".tmp", "w", newline="") as f:
             w = csv.DictWriter(f, RUN_FIELDS)
             w.writeheader()
@@ -200,16 +223,19 @@ def _diff_cell(diffs):
     return f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})" if len(diffs) > 1 else "-"
 
 
-def report(out_dir, config, rows, curves, args_line):
-    rows = [r for r in rows if r["config"] == config]
+def report(out_dir, stem, rows, curves, args_line):
+    """<stem>.md and <stem>_curves.png from the runs `rows` (one config, one number of training cases)."""
     if not rows:
         return
+    config, n_train = rows[0]["config"], rows[0]["train_cases"]
     arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     folds = sorted({int(r["fold"]) for r in rows})
     budget = sorted({(r["epochs"], r["iterations"]) for r in rows})
-    lines = [f"# Recipe study, `{config}`: pretrained vs scratch vs nnU-Net's default on real data", "",
+    lines = [f"# Recipe study, `{config}`, {n_train} training case(s) per fold: pretrained vs scratch vs nnU-Net's "
+             "default on real data", "",
              "- data: six real BraTS 2018 cases (brats18_dev), FLAIR + T1, whole-tumour label, resampled to "
-             f"{rows[0]['plans']} (see below); patient-level folds {folds} (2 validation cases each)",
+             f"{rows[0]['plans']}; patient-level folds {folds}, each trained on {n_train} case(s) and validated on "
+             "2 held-out cases",
              "- score: Dice of nnU-Net's own final validation (sliding-window prediction of each held-out case, "
              "fold_k/validation/summary.json), mean over the fold's cases; spread = std over folds x repeats",
              f"- budget (epochs, iterations/epoch): {budget}; machine: {rows[0]['machine']}",
@@ -258,7 +284,7 @@ def report(out_dir, config, rows, curves, args_line):
             mean = np.mean([c[:n] for c in cs], axis=0)
             hit = np.nonzero(mean >= target)[0]
             lines.append(f"- {arm}: {(hit[0] + 1) * its if len(hit) else 'not within ' + str(n * its)}")
-    with open(os.path.join(out_dir, f"{config}.md"), "w") as f:
+    with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
     import matplotlib
@@ -273,11 +299,11 @@ def report(out_dir, config, rows, curves, args_line):
         ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
-    ax.set_title(f"{config}: mean over folds x repeats, band = min..max")
+    ax.set_title(f"{config}, {n_train} training case(s): mean over folds x repeats, band = min..max")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"{config}_curves.png"), dpi=110)
+    fig.savefig(os.path.join(out_dir, f"{stem}_curves.png"), dpi=110)
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -290,6 +316,9 @@ def main():
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-folds", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--train-cases", type=int, default=None, choices=range(1, MAX_SCARCE + 1), metavar="K",
+                    help="train each fold on only K (1-3) of its 4 training cases (data scarcity); a dataset of its "
+                         "own (same data and spacing, re-planned identically), reported as <config>_train<K>.md")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--val-iterations", type=int, default=10)
@@ -322,7 +351,7 @@ def main():
 
     for config in args.configs:
         spacing = args.spacing_2d if config == "2d" else args.spacing_3d
-        did = DATASET_IDS[config]
+        did = dataset_id(config, args.train_cases)
         raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing)
         name = os.path.basename(raw)
         pre = os.path.join(env["nnUNet_preprocessed"], name)
@@ -341,7 +370,9 @@ def main():
                                             ["configurations"][config]["data_identifier"])):
             run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
         cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")))
-        write_splits(pre, cases, args.n_folds)
+        splits = make_splits(cases, args.n_folds, args.train_cases)
+        write_splits(pre, splits)
+        n_train = len(splits[args.folds[0]]["train"])
         plan = json.load(open(os.path.join(pre, plans + ".json")))["configurations"][config]
         plans_desc = (f"{spacing} mm, plans {plans}: patch {plan['patch_size']}, batch {plan['batch_size']}, "
                       f"{len(plan['architecture']['arch_kwargs']['strides'])} stages")
@@ -353,8 +384,9 @@ def main():
                 trainer = ARMS[arm]
                 model = os.path.join(results, name, f"{trainer}__{plans}__{config}")
                 for fold in args.folds:
-                    key = (config, arm, str(fold), str(repeat))
-                    done = [r for r in load_runs(runs_csv) if (r["config"], r["arm"], r["fold"], r["repeat"]) == key
+                    key = (config, arm, str(fold), str(repeat), str(n_train))
+                    done = [r for r in load_runs(runs_csv)
+                            if (r["config"], r["arm"], r["fold"], r["repeat"], r["train_cases"]) == key
                             and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
                     summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
                     if done and os.path.isfile(summary):
@@ -362,7 +394,8 @@ def main():
                     # a finished fold of another budget would be skipped by nnU-Net: start it anew
                     shutil.rmtree(os.path.join(model, f"fold_{fold}"), ignore_errors=True)
                     started = time.time()
-                    print(f"[{time.strftime('%H:%M:%S')}] {config} {arm} fold {fold} repeat {repeat}", flush=True)
+                    print(f"[{time.strftime('%H:%M:%S')}] {config} {arm} fold {fold} repeat {repeat}, "
+                          f"{n_train} training case(s)", flush=True)
                     run(train_command(args.threads) + [str(did), config, str(fold), "-tr", trainer, "-p", plans,
                                                        "-device", args.device],
                         dict(env, nnUNet_results=results, nnUNet_n_proc_DA="0"), log)
@@ -370,26 +403,26 @@ def main():
                     s = json.load(open(summary))
                     per_case = [c["metrics"]["1"]["Dice"] for c in s["metric_per_case"]]
                     record_run(runs_csv, dict(config=config, arm=arm, trainer=trainer, plans=plans_desc, fold=fold,
-                                     repeat=repeat, epochs=args.epochs, iterations=args.iterations,
+                                     repeat=repeat, train_cases=n_train, epochs=args.epochs,
+                                     iterations=args.iterations,
                                      dice_mean=f"{np.mean(per_case):.4f}",
                                      dice_per_case=" ".join(f"{d:.4f}" for d in per_case), wall_s=f"{wall:.0f}",
                                      device=args.device, machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M")))
                     print(f"    Dice {np.round(per_case, 3)} in {wall / 60:.1f} min", flush=True)
 
         # curves of every finished run of this budget (also those of other study processes)
-        rows = load_runs(runs_csv)
+        rows = [r for r in load_runs(runs_csv) if r["config"] == config and int(r["train_cases"]) == n_train
+                and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
         curves = {}
         for r in rows:
-            if r["config"] != config or int(r["epochs"]) != args.epochs or int(r["iterations"]) != args.iterations:
-                continue
             model = os.path.join(args.work, f"results_rep{r['repeat']}", name, f"{r['trainer']}__{plans}__{config}")
             try:
                 curves.setdefault(r["arm"], []).append(curve_of(model, int(r["fold"])))
             except FileNotFoundError:
                 pass
-        report(args.out, config, [r for r in rows if int(r["epochs"]) == args.epochs
-                                  and int(r["iterations"]) == args.iterations], curves, args_line)
-        print(open(os.path.join(args.out, f"{config}.md")).read())
+        stem = config if not args.train_cases else f"{config}_train{n_train}"
+        report(args.out, stem, rows, curves, args_line)
+        print(open(os.path.join(args.out, f"{stem}.md")).read())
 
 
 if __name__ == "__main__":

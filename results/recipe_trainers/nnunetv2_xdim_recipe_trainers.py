@@ -53,3 +53,33 @@ class nnUNetTrainerXDimLite0R_NormInstance(nnUNetTrainerXDimEfficientNetLite0):
 class nnUNetTrainerXDimLite0R_NormBatch3D(nnUNetTrainerXDimEfficientNetLite0):
     """BatchNorm in 3D too (batch 2)"""
     encoder_norm_3d = "batch"
+
+
+def grey_stem_backbone(encoder, **timm_kwargs):
+    """The encoder's 2D backbone with its first convolution set the 'grey' way: every input channel gets the
+    RGB-summed ImageNet filter / in_chans, so a stack of identical grey modalities gives the pretrained
+    response to a grey image. timm's own adaptation (in_chans=2) gives channel c the filter of colour c mod 3
+    times 3 / in_chans: FLAIR sees the red filter, T1 the green one."""
+    from nnunetv2_xdim.backbones.timm_backbone import create_features_model
+    rgb = create_features_model(encoder.backbone_name, 3, encoder.n_levels, **timm_kwargs).state_dict()
+    model = encoder.build_2d_backbone()  # random weights, the encoder's input channels
+    state = model.state_dict()
+    stem = next(k for k, v in rgb.items() if v.ndim == 4 and v.shape[1] == 3)
+    state.update({k: v for k, v in rgb.items() if k != stem})
+    state[stem] = rgb[stem].sum(1, keepdim=True).repeat(1, encoder.in_chans, 1, 1) / encoder.in_chans
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+class nnUNetTrainerXDimLite0R_GreyStem(nnUNetTrainerXDimEfficientNetLite0):
+    """first convolution: every modality read as a grey image (see grey_stem_backbone)"""
+
+    def maybe_load_imagenet_weights(self) -> None:
+        from nnunetv2_xdim.trainers.base import unwrap
+        net = unwrap(self.network)
+        # the base trainer builds the ImageNet source through net.build_2d_backbone: route it through ours
+        net.build_2d_backbone = lambda **kw: grey_stem_backbone(net.encoder, **kw)
+        try:
+            super().maybe_load_imagenet_weights()
+        finally:
+            del net.build_2d_backbone
