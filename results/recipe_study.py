@@ -220,7 +220,9 @@ def verdict(diffs):
 
 
 def _diff_cell(diffs):
-    return f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})" if len(diffs) > 1 else "-"
+    if len(diffs) == 1:
+        return f"{diffs[0]:+.3f} (1 pair)"
+    return f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})" if diffs else "-"
 
 
 def report(out_dir, stem, rows, curves, args_line):
