@@ -20,7 +20,7 @@ tumour) the script
 
 Arms (--arms, default: pretrained scratch default): `pretrained` nnUNetTrainerXDimEfficientNetLite0 (the current
 default recipe), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, and one-factor recipe
-variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, adamw, adamw_scratch,
+variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, frozen_encoder, adamw, adamw_scratch,
 norm_frozen, norm_instance, norm_batch3d, grey_stem), plus `lite1`, `lite2` (other ImageNet weights). Finished runs are
 kept and skipped, so the study grows run by run.
 
@@ -52,6 +52,7 @@ ARMS = {
     "enc_lr_0.3": "nnUNetTrainerXDimLite0R_EncLR03",
     "no_warmup": "nnUNetTrainerXDimLite0R_NoWarmup",
     "freeze_10": "nnUNetTrainerXDimLite0R_Freeze10",
+    "frozen_encoder": "nnUNetTrainerXDimLite0R_FrozenEncoder",
     "adamw": "nnUNetTrainerXDimLite0R_AdamW",
     "adamw_scratch": "nnUNetTrainerXDimLite0R_AdamW_Scratch",
     "norm_frozen": "nnUNetTrainerXDimLite0R_NormFrozen",

@@ -28,6 +28,11 @@ class nnUNetTrainerXDimLite0R_Freeze10(nnUNetTrainerXDimEfficientNetLite0):
     freeze_encoder_fraction = 0.1
 
 
+class nnUNetTrainerXDimLite0R_FrozenEncoder(nnUNetTrainerXDimEfficientNetLite0):
+    """ImageNet encoder frozen for the whole run (a probe: can the fixed features segment at all?)"""
+    freeze_encoder_fraction = 1.0
+
+
 class nnUNetTrainerXDimLite0R_AdamW(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW, lr 1e-3, weight decay 1e-2 (instead of SGD momentum 0.99, lr 1e-2)"""
     optimizer_name = "adamw"
