@@ -20,9 +20,9 @@ tumour) the script
 
 Arms (--arms, default: pretrained scratch default): `pretrained` nnUNetTrainerXDimEfficientNetLite0 (the current
 default recipe), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, and one-factor recipe
-variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, frozen_encoder, adamw, adamw_scratch,
-norm_frozen, norm_instance, norm_batch3d, grey_stem), plus `lite1`, `lite2` (other ImageNet weights). Finished runs are
-kept and skipped, so the study grows run by run.
+variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, frozen_encoder, adamw,
+adamw_scratch, norm_frozen, norm_instance, norm_batch3d, grey_stem), plus `lite1`, `lite2` (other ImageNet
+weights). Finished runs are kept and skipped, so the study grows run by run.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
@@ -65,8 +65,7 @@ ARMS = {
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
 RUN_FIELDS = ["config", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
-              "dice_mean",
-              "dice_per_case", "wall_s", "device", "machine", "finished"]
+              "dice_mean", "dice_per_case", "wall_s", "device", "machine", "finished"]
 
 
 # ------------------------------------------------------------------------------------------------ dataset
