@@ -21,8 +21,8 @@ tumour) the script
 Arms (--arms, default: pretrained scratch default): `pretrained` nnUNetTrainerXDimEfficientNetLite0 (the current
 default recipe), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, and one-factor recipe
 variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, frozen_encoder, adamw,
-adamw_scratch, norm_frozen, norm_instance, norm_batch3d, grey_stem), plus `lite1`, `lite2` (other ImageNet
-weights). Finished runs are kept and skipped, so the study grows run by run.
+adamw_scratch, norm_frozen, norm_instance, norm_batch3d, grey_stem, imagenet_range), plus `lite1`, `lite2`
+(other ImageNet weights). Finished runs are kept and skipped, so the study grows run by run.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
@@ -59,6 +59,7 @@ ARMS = {
     "norm_instance": "nnUNetTrainerXDimLite0R_NormInstance",
     "norm_batch3d": "nnUNetTrainerXDimLite0R_NormBatch3D",
     "grey_stem": "nnUNetTrainerXDimLite0R_GreyStem",
+    "imagenet_range": "nnUNetTrainerXDimLite0R_ImageNetRange",
     "lite1": "nnUNetTrainerXDimEfficientNetLite1",
     "lite2": "nnUNetTrainerXDimEfficientNetLite2",
 }
@@ -225,6 +226,16 @@ def _diff_cell(diffs):
     return f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f} ({verdict(diffs)})" if diffs else "-"
 
 
+# The study's first budget keeps the plain folder and report names; every other budget gets its own, so a longer
+# run neither restarts the reference runs' folds (nnU-Net would see them as finished) nor overwrites their report.
+REFERENCE_BUDGET = (8, 25)
+
+
+def results_folder(repeat, epochs, iterations):
+    suffix = "" if (int(epochs), int(iterations)) == REFERENCE_BUDGET else f"_e{epochs}x{iterations}"
+    return f"results_rep{repeat}{suffix}"
+
+
 def report(out_dir, stem, rows, curves, args_line):
     """<stem>.md and <stem>_curves.png from the runs `rows` (one config, one number of training cases)."""
     if not rows:
@@ -321,7 +332,9 @@ def main():
     ap.add_argument("--train-cases", type=int, default=None, choices=range(1, MAX_SCARCE + 1), metavar="K",
                     help="train each fold on only K (1-3) of its 4 training cases (data scarcity); a dataset of its "
                          "own (same data and spacing, re-planned identically), reported as <config>_train<K>.md")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=10,
+                    help="with --iterations the budget; any other than 8 x 25 gets work folders and a report of "
+                         "its own (<stem>_e<E>x<I>.md)")
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--val-iterations", type=int, default=10)
     ap.add_argument("--spacing-2d", type=float, default=2.0)
@@ -380,7 +393,7 @@ def main():
                       f"{len(plan['architecture']['arch_kwargs']['strides'])} stages")
 
         for repeat in range(args.repeats):
-            results = os.path.join(args.work, f"results_rep{repeat}")
+            results = os.path.join(args.work, results_folder(repeat, args.epochs, args.iterations))
             os.makedirs(results, exist_ok=True)
             for arm in args.arms:
                 trainer = ARMS[arm]
@@ -417,12 +430,15 @@ def main():
                 and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
         curves = {}
         for r in rows:
-            model = os.path.join(args.work, f"results_rep{r['repeat']}", name, f"{r['trainer']}__{plans}__{config}")
+            model = os.path.join(args.work, results_folder(r["repeat"], args.epochs, args.iterations), name,
+                                 f"{r['trainer']}__{plans}__{config}")
             try:
                 curves.setdefault(r["arm"], []).append(curve_of(model, int(r["fold"])))
             except FileNotFoundError:
                 pass
         stem = config if not args.train_cases else f"{config}_train{n_train}"
+        if (args.epochs, args.iterations) != REFERENCE_BUDGET:
+            stem += f"_e{args.epochs}x{args.iterations}"
         report(args.out, stem, rows, curves, args_line)
         print(open(os.path.join(args.out, f"{stem}.md")).read())
 
