@@ -88,3 +88,22 @@ class nnUNetTrainerXDimLite0R_GreyStem(nnUNetTrainerXDimEfficientNetLite0):
             super().maybe_load_imagenet_weights()
         finally:
             del net.build_2d_backbone
+
+
+def imagenet_window(x):
+    """nnU-Net's z-scored intensities windowed into the range the Lite weights were trained on: [-2, 3] (brain
+    tissue to bright lesion) -> [-1, 1], clipped. A fixed map, so sliding-window patches of one case agree."""
+    return ((x + 2.0) / 5.0).clamp(0.0, 1.0) * 2.0 - 1.0
+
+
+class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimEfficientNetLite0):
+    """the encoder sees imagenet_window(x) instead of nnU-Net's z-scores (results/intensity_scale_check.md: a
+    scale alone is invisible to BatchNorm, a shift is not). The window is a forward pre-hook, not part of the
+    architecture record: the study's numbers come from nnU-Net's validation inside nnUNetv2_train, which runs
+    this trainer's network; nnUNetv2_predict of such a model would not apply it."""
+
+    @classmethod
+    def build_network_architecture(cls, *args, **kwargs):
+        net = super().build_network_architecture(*args, **kwargs)
+        net.encoder.register_forward_pre_hook(lambda module, inputs: (imagenet_window(inputs[0]),) + inputs[1:])
+        return net
