@@ -103,7 +103,10 @@ class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimEfficientNetLite0):
     this trainer's network; nnUNetv2_predict of such a model would not apply it."""
 
     @classmethod
-    def build_network_architecture(cls, *args, **kwargs):
-        net = super().build_network_architecture(*args, **kwargs)
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        # the explicit signature: nnU-Net inspects it and calls *args overrides the old (pre-2.6) way
+        net = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                 num_output_channels, enable_deep_supervision)
         net.encoder.register_forward_pre_hook(lambda module, inputs: (imagenet_window(inputs[0]),) + inputs[1:])
         return net
