@@ -167,14 +167,16 @@ def load_runs(path):
 
 
 def record_run(path, row):
-    """Add one run to runs.csv (replacing an older run with the same key). Several study processes may share
+    """Add one run to runs.csv (replacing an older run with the same key, budget included). Several study processes may share
     the file (e.g. one per core or GPU): the read-modify-write happens under a lock."""
     import fcntl
     with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        key = lambda r: (r["config"], r["arm"], str(r["fold"]), str(r["repeat"]), str(r["train_cases"]))  # noqa
+        key = lambda r: (r["config"], r["arm"], str(r["fold"]), str(r["repeat"]), str(r["train_cases"]),  # noqa
+                         int(r["epochs"]), int(r["iterations"]))
         rows = [r for r in load_runs(path) if key(r) != key(row)] + [row]
-        rows.sort(key=lambda r: (r["config"], int(r["train_cases"]), r["arm"], int(r["fold"]), int(r["repeat"])))
+        rows.sort(key=lambda r: (r["config"], int(r["train_cases"]), int(r["epochs"]), int(r["iterations"]), r["arm"],
+                                 int(r["fold"]), int(r["repeat"])))
         with open(path + ".tmp", "w", newline="") as f:
             w = csv.DictWriter(f, RUN_FIELDS)
             w.writeheader()
