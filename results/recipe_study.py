@@ -314,7 +314,9 @@ def report(out_dir, stem, rows, curves, args_line):
         ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
-    ax.set_title(f"{config}, {n_train} training case(s): mean over folds x repeats, band = min..max")
+    epochs, iterations = budget[0]
+    ax.set_title(f"{config}, {n_train} training case(s), {epochs} x {iterations} iterations\n"
+                 "mean over folds x repeats, band = min..max", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
