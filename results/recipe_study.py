@@ -167,8 +167,8 @@ def load_runs(path):
 
 
 def record_run(path, row):
-    """Add one run to runs.csv (replacing an older run with the same key, budget included). Several study processes may share
-    the file (e.g. one per core or GPU): the read-modify-write happens under a lock."""
+    """Add one run to runs.csv (replacing an older run with the same key, budget included). Several study
+    processes may share the file (e.g. one per core or GPU): the read-modify-write happens under a lock."""
     import fcntl
     with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
