@@ -11,7 +11,8 @@ except where zero padding meets it. Frozen ImageNet statistics ("frozen") cancel
 This script measures that on real slices: the 2d XDim Lite0 network with its ImageNet weights, a batch of 16
 axial slices of a brats18_dev case z-scored like nnU-Net, forward with x, 0.5x, 2x and x + 0.5 (train mode, the
 mode every training step runs in), per encoder normalisation; it reports the largest change of the logits
-relative to their spread and the fraction of pixels whose predicted class is unchanged. Writes results/intensity_scale_check.md.
+relative to their spread and the fraction of pixels whose predicted class is unchanged. Writes
+results/intensity_scale_check.md.
 
     HF_HUB_OFFLINE=1 python results/intensity_scale_check.py ../shared/data/brats18_dev
 """
@@ -87,7 +88,8 @@ def main():
     args = ap.parse_args()
     torch.manual_seed(0)
     x = zscored_slices(os.path.join(args.data, args.case))
-    inputs = {"0.5 x": 0.5 * x, "2 x": 2 * x, "x + 0.5": x + 0.5, "ImageNet range [-1, 1], background -1": imagenet_range(x)}
+    inputs = {"0.5 x": 0.5 * x, "2 x": 2 * x, "x + 0.5": x + 0.5,
+              "ImageNet range [-1, 1], background -1": imagenet_range(x)}
     rows = []
     for norm in ("batch", "instance", "frozen"):
         net = network(norm)
