@@ -233,9 +233,12 @@ def _diff_cell(diffs):
 REFERENCE_BUDGET = (8, 25)
 
 
+def budget_suffix(epochs, iterations):
+    return "" if (int(epochs), int(iterations)) == REFERENCE_BUDGET else f"_e{epochs}x{iterations}"
+
+
 def results_folder(repeat, epochs, iterations):
-    suffix = "" if (int(epochs), int(iterations)) == REFERENCE_BUDGET else f"_e{epochs}x{iterations}"
-    return f"results_rep{repeat}{suffix}"
+    return f"results_rep{repeat}{budget_suffix(epochs, iterations)}"
 
 
 def report(out_dir, stem, rows, curves, args_line):
@@ -440,9 +443,8 @@ def main():
                 curves.setdefault(r["arm"], []).append(curve_of(model, int(r["fold"])))
             except FileNotFoundError:
                 pass
-        stem = config if not args.train_cases else f"{config}_train{n_train}"
-        if (args.epochs, args.iterations) != REFERENCE_BUDGET:
-            stem += f"_e{args.epochs}x{args.iterations}"
+        stem = (config if not args.train_cases else f"{config}_train{n_train}") + budget_suffix(args.epochs,
+                                                                                              args.iterations)
         report(args.out, stem, rows, curves, args_line)
         print(open(os.path.join(args.out, f"{stem}.md")).read())
 
