@@ -20,9 +20,11 @@ tumour) the script
 
 Arms (--arms, default: pretrained scratch default): `pretrained` nnUNetTrainerXDimEfficientNetLite0 (the current
 default recipe), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, and one-factor recipe
-variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, freeze_10, frozen_encoder, adamw,
-adamw_scratch, norm_frozen, norm_instance, norm_batch3d, grey_stem, imagenet_range), plus `lite1`, `lite2`
-(other ImageNet weights). Finished runs are kept and skipped, so the study grows run by run.
+variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder,
+adamw, adamw_scratch, norm_frozen, norm_instance, norm_batch3d, grey_stem, imagenet_range, adamw_enc_lr_1,
+adamw_instance and its twin adamw_instance_scratch, transfuse_1/2/3, fullres_stem), plus `lite1`, `lite2`
+(other ImageNet weights) and their twins `lite1_scratch`, `lite2_scratch`. Finished runs are kept and skipped,
+so the study grows run by run.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
@@ -51,6 +53,7 @@ ARMS = {
     "enc_lr_1": "nnUNetTrainerXDimLite0R_EncLR1",
     "enc_lr_0.3": "nnUNetTrainerXDimLite0R_EncLR03",
     "no_warmup": "nnUNetTrainerXDimLite0R_NoWarmup",
+    "warmup_25": "nnUNetTrainerXDimLite0R_Warmup25",
     "freeze_10": "nnUNetTrainerXDimLite0R_Freeze10",
     "frozen_encoder": "nnUNetTrainerXDimLite0R_FrozenEncoder",
     "adamw": "nnUNetTrainerXDimLite0R_AdamW",
@@ -60,9 +63,21 @@ ARMS = {
     "norm_batch3d": "nnUNetTrainerXDimLite0R_NormBatch3D",
     "grey_stem": "nnUNetTrainerXDimLite0R_GreyStem",
     "imagenet_range": "nnUNetTrainerXDimLite0R_ImageNetRange",
+    "adamw_enc_lr_1": "nnUNetTrainerXDimLite0R_AdamWEncLR1",
+    "adamw_instance": "nnUNetTrainerXDimLite0R_AdamWInstance",
+    "adamw_instance_scratch": "nnUNetTrainerXDimLite0R_AdamWInstance_Scratch",
+    "transfuse_1": "nnUNetTrainerXDimLite0R_Transfuse1",
+    "transfuse_2": "nnUNetTrainerXDimLite0R_Transfuse2",
+    "transfuse_3": "nnUNetTrainerXDimLite0R_Transfuse3",
+    "fullres_stem": "nnUNetTrainerXDimLite0R_FullResStem",
     "lite1": "nnUNetTrainerXDimEfficientNetLite1",
+    "lite1_scratch": "nnUNetTrainerXDimEfficientNetLite1_Scratch",
     "lite2": "nnUNetTrainerXDimEfficientNetLite2",
+    "lite2_scratch": "nnUNetTrainerXDimEfficientNetLite2_Scratch",
 }
+# the scratch twin of an arm that changes the optimiser or normalisation (default: "scratch")
+TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
+         "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
 RUN_FIELDS = ["config", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
@@ -257,7 +272,8 @@ def report(out_dir, stem, rows, curves, args_line):
              "- score: Dice of nnU-Net's own final validation (sliding-window prediction of each held-out case, "
              "fold_k/validation/summary.json), mean over the fold's cases; spread = std over folds x repeats",
              f"- budget (epochs, iterations/epoch): {budget}; machine: {rows[0]['machine']}",
-             f"- command (latest invocation; runs of other invocations with the same budget are included): `{args_line}`",
+             "- command (latest invocation; runs of other invocations with the same budget are included): "
+             f"`{args_line}`",
              "- a difference counts as a gain only where the mean paired difference exceeds its spread; with "
              f"{len(folds)} folds that is a weak signal, not a significant result",
              "- 'vs current recipe': a one-factor arm against the arm it changes (pretrained, or scratch for a "
@@ -271,7 +287,7 @@ def report(out_dir, stem, rows, curves, args_line):
             d = [float(r["dice_mean"]) for r in mine if int(r["fold"]) == f]
             per_fold.append(f"{np.mean(d):.3f}" if d else "-")
         cells = []
-        for ref in ("adamw_scratch" if arm == "adamw" else "scratch", "default"):
+        for ref in (TWINS.get(arm, "scratch"), "default"):
             # a scratch twin only for pretrained arms; nnU-Net's default is compared with nothing but itself
             meaningless = arm == ref or (ref != "default" and (arm == "default" or arm.endswith("scratch")))
             cells.append(_diff_cell([] if meaningless else paired(rows, arm, ref)))

@@ -4,6 +4,8 @@ nnUNetTrainerXDimEfficientNetLite0 (the only backbone whose ImageNet weights ins
 The study adds this folder to nnUNet_extTrainer next to the package's own folder. Every class keeps the
 architecture record of its parent, so its models predict with nnU-Net's commands like any XDim model.
 """
+import torch
+
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch)
 
@@ -110,3 +112,111 @@ class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimEfficientNetLite0):
                                                  num_output_channels, enable_deep_supervision)
         net.encoder.register_forward_pre_hook(lambda module, inputs: (imagenet_window(inputs[0]),) + inputs[1:])
         return net
+
+
+class nnUNetTrainerXDimLite0R_AdamWInstance(nnUNetTrainerXDimEfficientNetLite0):
+    """the two best pretrained arms on their own axes combined: AdamW and BatchNorm converted to InstanceNorm"""
+    optimizer_name = "adamw"
+    encoder_norm = "instance"
+    encoder_norm_3d = "instance"
+
+
+class nnUNetTrainerXDimLite0R_AdamWInstance_Scratch(nnUNetTrainerXDimEfficientNetLite0_Scratch):
+    """scratch twin of the AdamW + InstanceNorm arm"""
+    optimizer_name = "adamw"
+    encoder_norm = "instance"
+    encoder_norm_3d = "instance"
+
+
+def backbone_level_of(model, name: str) -> int:
+    """The feature level (0 = stride 2) a parameter or buffer of a timm features_only backbone belongs to;
+    -1 for the stem. Levels end with their feature module (timm's feature_info.module_name())."""
+    ends = model.feature_info.module_name()
+    if not name.startswith("blocks."):
+        return -1
+    block = int(name.split(".")[1])
+    return next(i for i, end in enumerate(ends) if block <= int(end.split(".")[1]))
+
+
+class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimEfficientNetLite0):
+    """only the low-level ImageNet features are transferred (Raghu et al. 2019, 'Transfusion'): stem and
+    levels 0-1 (stride 2 and 4) pretrained, the deeper levels keep the scratch twin's random initialisation
+    and, like the twin's, learn at the full rate (only the pretrained levels get encoder_lr_factor).
+    Tests whether the high-level ImageNet features are what generalises worse from few cases."""
+    pretrained_levels = 2
+
+    def configure_optimizers(self):
+        from nnunetv2_xdim.trainers.base import unwrap
+        net = unwrap(self.network)
+        backbone = net.encoder.backbone
+        kept = [p for n, p in backbone.named_parameters() if backbone_level_of(backbone, n) < self.pretrained_levels]
+        net.pretrained_parameters = lambda: iter(kept)  # the base trainer's encoder group: pretrained levels only
+        try:
+            return super().configure_optimizers()
+        finally:
+            del net.pretrained_parameters
+
+    def maybe_load_imagenet_weights(self) -> None:
+        from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
+        net = unwrap(self.network)
+        backbone, before = net.encoder.backbone, _fingerprint(net)
+        random_state = {k: v.clone() for k, v in backbone.state_dict().items()}
+        super().maybe_load_imagenet_weights()
+        if not self.pretrained or _fingerprint(net) == before:
+            return  # nothing loaded (checkpoint, or scratch)
+        state = backbone.state_dict()
+        reset = [k for k in state if backbone_level_of(backbone, k) >= self.pretrained_levels]
+        state.update({k: random_state[k] for k in reset})
+        backbone.load_state_dict(state, strict=True)
+        self._initial_fingerprint = _fingerprint(net)
+        self.print_to_log_file(f"Transfusion: {len(reset)} tensors of levels >= {self.pretrained_levels} "
+                               f"reset to their random initialisation")
+
+
+class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimEfficientNetLite0):
+    """the random full-resolution stage starts from ImageNet too: its first convolution gets the backbone's
+    (in_chans-adapted) stem filters at stride 1 and its norm the stem BatchNorm's affine parameters. Lite0's
+    stem has 32 filters, as many as nnU-Net plans for stage 0 here. The stage stays outside the encoder's
+    parameter group: it learns at the decoder's rate, as it does in every other arm."""
+
+    def maybe_load_imagenet_weights(self) -> None:
+        from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
+        net = unwrap(self.network)
+        before = _fingerprint(net)
+        super().maybe_load_imagenet_weights()
+        if not self.pretrained or _fingerprint(net) == before:
+            return  # nothing loaded (checkpoint, or scratch)
+        stem, bn = net.encoder.backbone.conv_stem, net.encoder.backbone.bn1
+        first = net.encoder.full_res.convs[0]
+        if first.conv.weight.shape != stem.weight.shape:
+            raise ValueError(f"full-resolution conv {tuple(first.conv.weight.shape)} != stem "
+                             f"{tuple(stem.weight.shape)}")
+        with torch.no_grad():
+            first.conv.weight.copy_(stem.weight)
+            if first.conv.bias is not None:
+                first.conv.bias.zero_()
+            first.norm.weight.copy_(bn.weight)
+            first.norm.bias.copy_(bn.bias)
+        self._initial_fingerprint = _fingerprint(net)
+        self.print_to_log_file("Full-resolution stage: first convolution from the ImageNet stem (stride 1)")
+
+
+class nnUNetTrainerXDimLite0R_Transfuse1(nnUNetTrainerXDimLite0R_Transfuse2):
+    """Transfusion with stem and level 0 (stride 2) pretrained only"""
+    pretrained_levels = 1
+
+
+class nnUNetTrainerXDimLite0R_Transfuse3(nnUNetTrainerXDimLite0R_Transfuse2):
+    """Transfusion with stem and levels 0-2 (stride 2-8) pretrained; only the deepest used level is random"""
+    pretrained_levels = 3
+
+
+class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimEfficientNetLite0):
+    """AdamW with the encoder at the decoder's rate: against adamw_scratch only the initialisation differs"""
+    optimizer_name = "adamw"
+    encoder_lr_factor = 1.0
+
+
+class nnUNetTrainerXDimLite0R_Warmup25(nnUNetTrainerXDimEfficientNetLite0):
+    """linear warm-up over the first 25 % of epochs (the default 2 % rounds to zero epochs at short budgets)"""
+    warmup_fraction = 0.25
