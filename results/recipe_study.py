@@ -324,19 +324,31 @@ def report(out_dir, stem, rows, curves, args_line):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, cs in curves.items():
+    # many arms: bands would hide each other and the legend the curves, so draw means only, the three reference
+    # arms bold, the one-factor arms thin in cycling styles, and the legend beside the axes
+    many = len(curves) > 8
+    fig, ax = plt.subplots(figsize=(10, 5.5) if many else (7, 4.5))
+    styles = ["--", ":", "-."]
+    for i, (arm, cs) in enumerate(curves.items()):
         n = min(len(c) for c in cs)
         arr = np.array([c[:n] for c in cs])
         x = np.arange(1, n + 1) * its
-        ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})")
-        ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
+        if not many:
+            ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})")
+            ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
+        elif arm in ("pretrained", "scratch", "default"):
+            ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})", lw=2.5, color="k" if arm == "default" else None)
+        else:
+            ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})", lw=1, ls=styles[i % len(styles)])
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
     epochs, iterations = budget[0]
     ax.set_title(f"{config}, {n_train} training case(s), {epochs} x {iterations} iterations\n"
-                 "mean over folds x repeats, band = min..max", fontsize=10)
-    ax.legend(fontsize=8)
+                 "mean over folds x repeats" + ("" if many else ", band = min..max"), fontsize=10)
+    if many:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, f"{stem}_curves.png"), dpi=110)
