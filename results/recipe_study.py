@@ -75,7 +75,8 @@ ARMS = {
     "lite2": "nnUNetTrainerXDimEfficientNetLite2",
     "lite2_scratch": "nnUNetTrainerXDimEfficientNetLite2_Scratch",
 }
-# the scratch twin of an arm that changes the optimiser or normalisation (default: "scratch")
+# the scratch arm that differs from an arm only in its initialisation, where that is not "scratch" (another
+# optimiser, normalisation or backbone)
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}

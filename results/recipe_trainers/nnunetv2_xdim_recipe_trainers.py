@@ -6,6 +6,7 @@ architecture record of its parent, so its models predict with nnU-Net's commands
 """
 import torch
 
+from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch)
 
@@ -82,7 +83,6 @@ class nnUNetTrainerXDimLite0R_GreyStem(nnUNetTrainerXDimEfficientNetLite0):
     """first convolution: every modality read as a grey image (see grey_stem_backbone)"""
 
     def maybe_load_imagenet_weights(self) -> None:
-        from nnunetv2_xdim.trainers.base import unwrap
         net = unwrap(self.network)
         # the base trainer builds the ImageNet source through net.build_2d_backbone: route it through ours
         net.build_2d_backbone = lambda **kw: grey_stem_backbone(net.encoder, **kw)
@@ -146,7 +146,6 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimEfficientNetLite0):
     pretrained_levels = 2
 
     def configure_optimizers(self):
-        from nnunetv2_xdim.trainers.base import unwrap
         net = unwrap(self.network)
         backbone = net.encoder.backbone
         kept = [p for n, p in backbone.named_parameters() if backbone_level_of(backbone, n) < self.pretrained_levels]
@@ -157,7 +156,6 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimEfficientNetLite0):
             del net.pretrained_parameters
 
     def maybe_load_imagenet_weights(self) -> None:
-        from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
         net = unwrap(self.network)
         backbone, before = net.encoder.backbone, _fingerprint(net)
         random_state = {k: v.clone() for k, v in backbone.state_dict().items()}
@@ -180,7 +178,6 @@ class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimEfficientNetLite0):
     parameter group: it learns at the decoder's rate, as it does in every other arm."""
 
     def maybe_load_imagenet_weights(self) -> None:
-        from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
         net = unwrap(self.network)
         before = _fingerprint(net)
         super().maybe_load_imagenet_weights()
