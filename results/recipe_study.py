@@ -6,7 +6,7 @@ tumour) the script
   1. converts it into an nnU-Net dataset, resampled to a coarser isotropic spacing so that CPUs can train it
      (2 mm for `2d`, 3 mm for `3d_fullres` by default; --spacing-2d/--spacing-3d, 1 = native),
   2. runs `nnUNetv2_plan_and_preprocess` (and, with --gpu-memory-target, `nnUNetv2_plan_experiment
-     -gpu_memory_target X -overwrite_plans_name ...` for smaller patches), writes patient-level folds
+     -gpu_memory_target X -overwrite_plans_name ...` for smaller batches or patches), writes patient-level folds
      (6 cases: 3 folds of 4 training / 2 validation cases; --train-cases K keeps only K of the 4 training
      cases of each fold, a different one per fold, in a dataset of its own: data scarcity, the paper's setting),
   3. trains every arm with `nnUNetv2_train` at the same budget (nnUNet_xdim_epochs / _iterations, honoured by
@@ -80,8 +80,9 @@ ARMS = {
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
+DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
-RUN_FIELDS = ["config", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
+RUN_FIELDS = ["config", "spacing", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
               "dice_mean", "dice_per_case", "wall_s", "device", "machine", "finished"]
 
 
@@ -125,10 +126,11 @@ def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> s
     return out
 
 
-def dataset_id(config: str, train_cases) -> int:
-    if not train_cases:
-        return DATASET_IDS[config]
-    return 979 + 2 * train_cases + (config == "3d_fullres")
+def dataset_id(config: str, train_cases, spacing: float) -> int:
+    """One dataset (raw, plans, splits, results) per config, number of training cases and spacing. The default
+    spacing keeps the study's first ids; another spacing s moves the id down by 100 s (1 mm: 871, 881, ...)."""
+    did = DATASET_IDS[config] if not train_cases else 979 + 2 * train_cases + (config == "3d_fullres")
+    return did if spacing == DEFAULT_SPACING[config] else did - int(round(100 * spacing))
 
 
 def make_splits(cases: list, n_folds: int, train_cases=None) -> list:
@@ -179,7 +181,14 @@ def load_runs(path):
         rows = list(csv.DictReader(f))
     for r in rows:  # runs recorded before --train-cases existed used the 4 training cases of their fold
         r["train_cases"] = r.get("train_cases") or "4"
+        # runs recorded before the spacing column: their plans description starts with it ("2.0 mm, plans ...")
+        r["spacing"] = r.get("spacing") or r["plans"].split(" mm")[0]
     return rows
+
+
+def plans_name(row) -> str:
+    """The plans identifier of a run, from its description ("2.0 mm, plans nnUNetPlans_4GB: patch ...")."""
+    return row["plans"].split("plans ", 1)[1].split(":", 1)[0]
 
 
 def record_run(path, row):
@@ -188,10 +197,10 @@ def record_run(path, row):
     import fcntl
     with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        key = lambda r: (r["config"], r["arm"], str(r["fold"]), str(r["repeat"]), str(r["train_cases"]),  # noqa
-                         int(r["epochs"]), int(r["iterations"]))
+        key = lambda r: (r["config"], float(r["spacing"]), plans_name(r), r["arm"], str(r["fold"]), str(r["repeat"]),  # noqa
+                         str(r["train_cases"]), int(r["epochs"]), int(r["iterations"]))
         rows = [r for r in load_runs(path) if key(r) != key(row)] + [row]
-        rows.sort(key=lambda r: (r["config"], int(r["train_cases"]), int(r["epochs"]), int(r["iterations"]), r["arm"],
+        rows.sort(key=lambda r: (r["config"], float(r["spacing"]), int(r["train_cases"]), int(r["epochs"]), int(r["iterations"]), r["arm"],
                                  int(r["fold"]), int(r["repeat"])))
         with open(path + ".tmp", "w", newline="") as f:
             w = csv.DictWriter(f, RUN_FIELDS)
@@ -373,10 +382,13 @@ def main():
                          "its own (<stem>_e<E>x<I>.md)")
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--val-iterations", type=int, default=10)
-    ap.add_argument("--spacing-2d", type=float, default=2.0)
-    ap.add_argument("--spacing-3d", type=float, default=3.0)
+    ap.add_argument("--spacing-2d", type=float, default=DEFAULT_SPACING["2d"],
+                    help="mm (1 = native BraTS); any other than the default gets a dataset, runs and a report of its "
+                         "own (<stem>_<S>mm.md)")
+    ap.add_argument("--spacing-3d", type=float, default=DEFAULT_SPACING["3d_fullres"])
     ap.add_argument("--gpu-memory-target", type=float, default=None,
-                    help="plan with nnUNetv2_plan_experiment -gpu_memory_target X (GB) for smaller patches")
+                    help="plan with nnUNetv2_plan_experiment -gpu_memory_target X (GB): smaller batches, then smaller "
+                         "patches, than nnU-Net's 8 GB plan; own runs and report (<stem>_<X>GB.md)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads per training (nnUNetv2_train on CPU takes every core; when other jobs share "
@@ -402,7 +414,7 @@ def main():
 
     for config in args.configs:
         spacing = args.spacing_2d if config == "2d" else args.spacing_3d
-        did = dataset_id(config, args.train_cases)
+        did = dataset_id(config, args.train_cases, spacing)
         raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing)
         name = os.path.basename(raw)
         pre = os.path.join(env["nnUNet_preprocessed"], name)
@@ -438,6 +450,7 @@ def main():
                     key = (config, arm, str(fold), str(repeat), str(n_train))
                     done = [r for r in load_runs(runs_csv)
                             if (r["config"], r["arm"], r["fold"], r["repeat"], r["train_cases"]) == key
+                            and float(r["spacing"]) == spacing and plans_name(r) == plans
                             and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
                     summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
                     if done and os.path.isfile(summary):
@@ -453,7 +466,7 @@ def main():
                     wall = time.time() - started
                     s = json.load(open(summary))
                     per_case = [c["metrics"]["1"]["Dice"] for c in s["metric_per_case"]]
-                    record_run(runs_csv, dict(config=config, arm=arm, trainer=trainer, plans=plans_desc, fold=fold,
+                    record_run(runs_csv, dict(config=config, spacing=spacing, arm=arm, trainer=trainer, plans=plans_desc, fold=fold,
                                      repeat=repeat, train_cases=n_train, epochs=args.epochs,
                                      iterations=args.iterations,
                                      dice_mean=f"{np.mean(per_case):.4f}",
@@ -463,6 +476,7 @@ def main():
 
         # curves of every finished run of this budget (also those of other study processes)
         rows = [r for r in load_runs(runs_csv) if r["config"] == config and int(r["train_cases"]) == n_train
+                and float(r["spacing"]) == spacing and plans_name(r) == plans
                 and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
         curves = {}
         for r in rows:
@@ -472,8 +486,10 @@ def main():
                 curves.setdefault(r["arm"], []).append(curve_of(model, int(r["fold"])))
             except FileNotFoundError:
                 pass
-        stem = (config if not args.train_cases else f"{config}_train{n_train}") + budget_suffix(args.epochs,
-                                                                                              args.iterations)
+        stem = ((config if not args.train_cases else f"{config}_train{n_train}")
+                + ("" if spacing == DEFAULT_SPACING[config] else f"_{spacing:g}mm")
+                + ("" if plans == "nnUNetPlans" else f"_{plans[len('nnUNetPlans_'):]}")
+                + budget_suffix(args.epochs, args.iterations))
         report(args.out, stem, rows, curves, args_line)
         print(open(os.path.join(args.out, f"{stem}.md")).read())
 
