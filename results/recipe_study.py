@@ -28,6 +28,8 @@ so the study grows run by run.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
+    python results/recipe_study.py DATA --configs 2d --train-cases 1 --spacing-2d 1 --gpu-memory-target 1.2 \
+        --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # native 1 mm; batch 16 as at 2 mm
 """
 import argparse
 import csv
@@ -353,7 +355,8 @@ def report(out_dir, stem, rows, curves, args_line):
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
     epochs, iterations = budget[0]
-    ax.set_title(f"{config}, {n_train} training case(s), {epochs} x {iterations} iterations\n"
+    ax.set_title(f"{config}, {float(rows[0]['spacing']):g} mm ({plans_name(rows[0])}), {n_train} training case(s), "
+                 f"{epochs} x {iterations} iterations\n"
                  "mean over folds x repeats" + ("" if many else ", band = min..max"), fontsize=10)
     if many:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
