@@ -193,15 +193,19 @@ def plans_name(row) -> str:
     return row["plans"].split("plans ", 1)[1].split(":", 1)[0]
 
 
+def run_key(r) -> tuple:
+    """What makes a run unique in runs.csv: a newer run with the same key replaces it."""
+    return (r["config"], float(r["spacing"]), plans_name(r), r["arm"], str(r["fold"]), str(r["repeat"]),
+            str(r["train_cases"]), int(r["epochs"]), int(r["iterations"]))
+
+
 def record_run(path, row):
     """Add one run to runs.csv (replacing an older run with the same key, budget included). Several study
     processes may share the file (e.g. one per core or GPU): the read-modify-write happens under a lock."""
     import fcntl
     with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        key = lambda r: (r["config"], float(r["spacing"]), plans_name(r), r["arm"], str(r["fold"]), str(r["repeat"]),  # noqa
-                         str(r["train_cases"]), int(r["epochs"]), int(r["iterations"]))
-        rows = [r for r in load_runs(path) if key(r) != key(row)] + [row]
+        rows = [r for r in load_runs(path) if run_key(r) != run_key(row)] + [row]
         rows.sort(key=lambda r: (r["config"], float(r["spacing"]), int(r["train_cases"]), int(r["epochs"]), int(r["iterations"]), r["arm"],
                                  int(r["fold"]), int(r["repeat"])))
         with open(path + ".tmp", "w", newline="") as f:
@@ -450,11 +454,10 @@ def main():
                 trainer = ARMS[arm]
                 model = os.path.join(results, name, f"{trainer}__{plans}__{config}")
                 for fold in args.folds:
-                    key = (config, arm, str(fold), str(repeat), str(n_train))
-                    done = [r for r in load_runs(runs_csv)
-                            if (r["config"], r["arm"], r["fold"], r["repeat"], r["train_cases"]) == key
-                            and float(r["spacing"]) == spacing and plans_name(r) == plans
-                            and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
+                    key = run_key(dict(config=config, spacing=spacing, plans=plans_desc, arm=arm, fold=fold,
+                                       repeat=repeat, train_cases=n_train, epochs=args.epochs,
+                                       iterations=args.iterations))
+                    done = [r for r in load_runs(runs_csv) if run_key(r) == key]
                     summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
                     if done and os.path.isfile(summary):
                         continue
