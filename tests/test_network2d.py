@@ -122,7 +122,7 @@ def test_encoder_normalisations_keep_state_dict_names_of_pretrained_params(norm)
 def test_seeded_builds_are_identical_whether_or_not_the_backbone_levels_are_cached(mode):
     # reading a backbone's levels builds a probe model; it must not draw from the global RNG, or the first
     # build after start-up (uncached) gets other weights than every later one with the same seed
-    from nnunetv2_xdim.networks.encoder2d import _available_levels
+    from nnunetv2_xdim.backbones.timm_backbone import available_levels
     patch, strides = ((64, 64), [(1, 1)] + [(2, 2)] * 4) if mode == "2d" else \
         ((16, 64, 64), [(1, 1, 1)] + [(1, 2, 2)] + [(2, 2, 2)] * 3)
     plan = PlanArch.from_configuration(managers(patch, strides)[1])
@@ -131,7 +131,7 @@ def test_seeded_builds_are_identical_whether_or_not_the_backbone_levels_are_cach
         torch.manual_seed(0)
         return build_network(XDimArch(backbone="regnety_002"), plan, 1, 2, True).state_dict()
 
-    _available_levels.cache_clear()
+    available_levels.cache_clear()
     first, second = build(), build()
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)

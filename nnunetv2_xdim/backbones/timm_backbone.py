@@ -7,6 +7,7 @@ stride product gives feature maps of exactly `input / cumprod(strides)`. No modu
 no parameter is renamed, so state dicts of the unmodified timm model load as they are.
 """
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import List, Sequence, Tuple
 
 import timm
@@ -30,11 +31,9 @@ class FeatureLevel:
 def create_features_model(name: str, in_chans: int, n_levels: int, **kwargs) -> nn.Module:
     """The first `n_levels` feature levels of timm model `name` (random weights unless kwargs say otherwise)."""
     kwargs.setdefault("pretrained", False)
-    probe = timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans)
-    available = len(probe.feature_info.channels())
+    available = len(available_levels(name)[1])
     if n_levels > available:
         raise ValueError(f"backbone {name} has {available} feature levels, {n_levels} were requested")
-    del probe
     model = timm.create_model(name, features_only=True, in_chans=in_chans,
                               out_indices=tuple(range(n_levels)), **kwargs)
     if hasattr(model, "_stage_out_idx") and isinstance(getattr(model, "blocks", None), nn.Sequential):
@@ -43,15 +42,17 @@ def create_features_model(name: str, in_chans: int, n_levels: int, **kwargs) -> 
     return model
 
 
-def available_levels(name: str) -> Tuple[List[int], List[int]]:
-    """Reductions and channels of every feature level of timm model `name`.
+# building a timm model just to read its feature levels costs a second; the answer only depends on the name
+@lru_cache(maxsize=None)
+def available_levels(name: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """Reductions and channels of every feature level of timm model `name` (cached per name).
 
     The probe model must not draw from the global RNG: networks are built right after, and a seeded build
     has to give the same weights whether or not this answer was cached.
     """
     with torch.random.fork_rng(devices=[]):
         m = timm.create_model(name, features_only=True, pretrained=False)
-    return list(m.feature_info.reduction()), list(m.feature_info.channels())
+    return tuple(m.feature_info.reduction()), tuple(m.feature_info.channels())
 
 
 def _stride_of(module: nn.Module) -> Tuple[int, ...]:

@@ -7,7 +7,6 @@ backbone whose first level is at reduction 4 (ConvNeXt) takes two plan stages fo
 stage providing the skip in between. Plan stages beyond the backbone's levels are random conv stages; a
 plan with fewer stages uses only the first levels.
 """
-from functools import lru_cache
 from typing import List, Tuple
 
 from torch import nn
@@ -43,17 +42,13 @@ def map_plan_to_levels(level_factors: List[int], strides: List[Tuple[int, ...]])
     return level_strides, bridge, stage
 
 
-# building a timm model just to read its feature levels costs a second; the answer only depends on the name
-_available_levels = lru_cache(maxsize=None)(available_levels)
-
-
 def plan_levels(backbone: str, strides: List[Tuple[int, ...]]):
     """Lay `backbone`'s feature levels onto the plan's (in-plane) strides.
 
     Returns (level_strides, bridge, first_extra_stage, level_channels) as map_plan_to_levels, plus the
     channels of the used levels; raises if the plan has no stage left for the backbone.
     """
-    reductions, channels = _available_levels(backbone)
+    reductions, channels = available_levels(backbone)
     factors = [reductions[0]] + [b // a for a, b in zip(reductions[:-1], reductions[1:])]
     level_strides, bridge, first_extra = map_plan_to_levels(factors, strides)
     if not level_strides:
