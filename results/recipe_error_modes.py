@@ -1,12 +1,12 @@
 """How the recipe study's networks get a case wrong: over- or under-segmentation (issue 7).
 
-Reads nnU-Net's final validation predictions (fold_k/validation/*.nii.gz) of every finished study run at one
-training case (datasets of `recipe_study.py --train-cases 1`, every spacing and plans) and compares them with
-the preprocessed ground truth: predicted / true tumour volume, precision and recall per validation case.
-Dice alone does not say whether a network misses tumour or adds some; with one training case the answer
+Reads nnU-Net's final validation predictions (fold_k/validation/*.nii.gz) of every finished study run at K
+training cases (datasets of `recipe_study.py --train-cases K`, default 1; every spacing and plans) and compares
+them with the preprocessed ground truth: predicted / true tumour volume, precision and recall per validation
+case. Dice alone does not say whether a network misses tumour or adds some; with one training case the answer
 depends on the tumour of that case, and it is the same for every arm.
 
-    python results/recipe_error_modes.py [--work .recipe_work] [--arms pretrained scratch default]
+    python results/recipe_error_modes.py [--work .recipe_work] [--arms pretrained scratch default] [--train-cases K]
 """
 import argparse
 import glob
@@ -31,17 +31,20 @@ def main():
     ap.add_argument("--work", default=os.path.join(os.path.dirname(HERE), ".recipe_work"))
     ap.add_argument("--arms", nargs="+", default=["pretrained", "scratch", "default"], choices=list(ARMS))
     ap.add_argument("--spacings", nargs="+", type=float, default=[DEFAULT_SPACING["2d"], 1.0])
-    ap.add_argument("--out", default=os.path.join(HERE, "recipe_study", "2d_train1_error_modes.md"))
+    ap.add_argument("--train-cases", type=int, default=1, help="datasets of recipe_study.py --train-cases K")
+    ap.add_argument("--out", help="default: recipe_study/2d_train<K>_error_modes.md")
     args = ap.parse_args()
+    k = args.train_cases
+    out = args.out or os.path.join(HERE, "recipe_study", f"2d_train{k}_error_modes.md")
 
-    lines = ["# Recipe study, 2d at one training case: how the validation cases are missed", "",
+    lines = [f"# Recipe study, 2d at {k} training case(s): how the validation cases are missed", "",
              f"`python results/recipe_error_modes.py --arms {' '.join(args.arms)} --spacings "
-             f"{' '.join(f'{s:g}' for s in args.spacings)}`", "",
+             f"{' '.join(f'{s:g}' for s in args.spacings)} --train-cases {k}`", "",
              "Per validation case: predicted / true tumour volume (vol), precision (prec) and recall (rec) of "
              "nnU-Net's final sliding-window validation prediction. Tumour sizes are the preprocessed ground "
              "truth's voxel counts.", ""]
     for spacing in args.spacings:
-        did = dataset_id("2d", 1, spacing)
+        did = dataset_id("2d", k, spacing)
         pre = glob.glob(os.path.join(args.work, "preprocessed", f"Dataset{did}_*"))
         if not pre:
             print(f"no dataset {did} ({spacing:g} mm) under {args.work}: skipped")
@@ -52,7 +55,7 @@ def main():
         size = {f[:-len(".nii.gz")]: int(_voxels(os.path.join(gt_dir, f)).sum()) for f in sorted(os.listdir(gt_dir))}
         lines += [f"## {spacing:g} mm ({name})", "",
                   "tumour voxels: " + ", ".join(f"{c} {n}" for c, n in size.items()), "",
-                  "| fold (train case -> validation cases) | arm | plans | run (repeat[_budget]; 8 x 25 unless named) "
+                  "| fold (train cases -> validation cases) | arm | plans | run (repeat[_budget]; 8 x 25 unless named) "
                   "| per validation case: vol, prec, rec |",
                   "|---|---|---|---|---|"]
         for fold, split in enumerate(splits):
@@ -74,7 +77,7 @@ def main():
                     lines.append(f"| {fold} ({', '.join(split['train'])} -> {', '.join(split['val'])}) | {arm} | "
                                  f"{plans} | {repeat} | {'; '.join(cells)} |")
         lines.append("")
-    with open(args.out, "w") as f:
+    with open(out, "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
 
