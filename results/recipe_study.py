@@ -231,8 +231,9 @@ def machine() -> str:
 
 # ------------------------------------------------------------------------------------------------ report
 
-def _mean_std(values):
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
+def _mean_std(values, mean=None):
+    # mean: the mean of the fold means where given, so that a fold run more often does not weigh more
+    return f"{np.mean(values) if mean is None else mean:.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
 
 
 def paired(rows, arm, ref):
@@ -286,7 +287,8 @@ def report(out_dir, stem, rows, curves, args_line):
              f"{rows[0]['plans']}; patient-level folds {folds}, each trained on {n_train} case(s) and validated on "
              "2 held-out cases",
              "- score: Dice of nnU-Net's own final validation (sliding-window prediction of each held-out case, "
-             "fold_k/validation/summary.json), mean over the fold's cases; spread = std over folds x repeats",
+             "fold_k/validation/summary.json), mean over the fold's cases; an arm's mean is the mean of its fold "
+             "means (each fold weighs the same whatever its repeats), its spread the std over folds x repeats",
              f"- budget (epochs, iterations/epoch): {budget}; machine: {rows[0]['machine']}",
              "- command (latest invocation; runs of other invocations with the same budget are included): "
              f"`{args_line}`",
@@ -298,10 +300,9 @@ def report(out_dir, stem, rows, curves, args_line):
              "vs nnU-Net default | vs current recipe | wall time per run |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
-        per_fold = []
-        for f in folds:
-            d = [float(r["dice_mean"]) for r in mine if int(r["fold"]) == f]
-            per_fold.append(f"{np.mean(d):.3f}" if d else "-")
+        fold_means = {f: np.mean(d) for f in folds
+                      if (d := [float(r["dice_mean"]) for r in mine if int(r["fold"]) == f])}
+        per_fold = [f"{fold_means[f]:.3f}" if f in fold_means else "-" for f in folds]
         cells = []
         for ref in (TWINS.get(arm, "scratch"), "default"):
             # a scratch twin only for pretrained arms; nnU-Net's default is compared with nothing but itself
@@ -310,7 +311,8 @@ def report(out_dir, stem, rows, curves, args_line):
         base = "scratch" if arm.endswith("scratch") else "pretrained"
         cells.append(_diff_cell([] if arm in ("pretrained", "scratch", "default") else paired(rows, arm, base)))
         lines.append(f"| {arm} | `{mine[0]['trainer']}` | {len(mine)} | {' '.join(per_fold)} | "
-                     f"{_mean_std([float(r['dice_mean']) for r in mine])} | {cells[0]} | {cells[1]} | {cells[2]} | "
+                     f"{_mean_std([float(r['dice_mean']) for r in mine], np.mean(list(fold_means.values())))} | "
+                     f"{cells[0]} | {cells[1]} | {cells[2]} | "
                      f"{np.mean([float(r['wall_s']) for r in mine]) / 60:.1f} min |")
     # run-to-run noise: the same arm on the same fold, trained again (nnU-Net does not seed)
     noise = []
