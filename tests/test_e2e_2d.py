@@ -101,3 +101,27 @@ def test_scratch_twin_and_nnunet_baseline_share_the_budget(planned):
     assert "Training budget from environment: 1 epochs x 3 iterations" in out
     saved = json.load(open(os.path.join(_results(env, "nnUNetTrainerXDimBaseline"), "plans.json")))
     assert "xdim" not in saved["configurations"]["2d"]  # nnU-Net's own network, untouched
+
+
+def test_continue_keeps_the_optimiser_of_the_checkpoint(planned, tmp_path):
+    """A model started under another optimiser (an earlier default recipe) continues and validates with its own:
+    the trainer's optimiser changes between the two runs, as it does when a default recipe changes."""
+    root, env = planned
+    folder = tmp_path / "trainers"
+    folder.mkdir()
+    source = ("from nnunetv2_xdim.trainers.variants import nnUNetTrainerXDimEfficientNetLite0\n\n\n"
+              "class nnUNetTrainerXDimOptimiserProbe(nnUNetTrainerXDimEfficientNetLite0):\n"
+              "    optimizer_name = {!r}\n")
+    (folder / "optimiser_probe_trainers.py").write_text(source.format("sgd"))
+    env = dict(env, nnUNet_extTrainer=env["nnUNet_extTrainer"] + os.pathsep + str(folder))
+    trainer = "nnUNetTrainerXDimOptimiserProbe"
+    train(DATASET, "2d", 3, trainer, env)
+
+    (folder / "optimiser_probe_trainers.py").write_text(source.format("adamw"))
+    out = train(DATASET, "2d", 3, trainer, dict(env, nnUNet_xdim_epochs="2"), extra=["--c"]).stdout
+    assert "The checkpoint was trained with sgd, this trainer's default is adamw: continuing with sgd" in out
+    ckpt = torch.load(os.path.join(_results(env, trainer), "fold_3", "checkpoint_final.pth"), map_location="cpu",
+                      weights_only=False)
+    assert ckpt["current_epoch"] == 2 and "momentum" in ckpt["optimizer_state"]["param_groups"][0]
+    out = train(DATASET, "2d", 3, trainer, env, extra=["--val"]).stdout
+    assert "continuing with sgd" in out

@@ -98,3 +98,11 @@ def test_unknown_optimizer_is_a_clear_error(tmp_path, monkeypatch):
     trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, optimizer_name="lamb")
     with pytest.raises(ValueError, match="optimizer_name = .lamb."):
         trainer.configure_optimizers()
+
+
+def test_optimiser_of_a_saved_state(tmp_path, monkeypatch):
+    from nnunetv2_xdim.trainers.base import optimizer_name_of
+    for name, kind in (("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW)):
+        trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, optimizer_name=name)
+        optimizer, _ = trainer.configure_optimizers()
+        assert isinstance(optimizer, kind) and optimizer_name_of(optimizer.state_dict()) == name

@@ -41,6 +41,16 @@ class PolyLRWithWarmup(PolyLRScheduler):
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
 
+def optimizer_name_of(optimizer_state: dict):
+    """'sgd' or 'adamw' from an optimizer's state_dict (by its hyperparameters), None if neither."""
+    group = optimizer_state["param_groups"][0]
+    if "betas" in group:
+        return "adamw"
+    if "momentum" in group:
+        return "sgd"
+    return None
+
+
 def unwrap(network: nn.Module) -> nn.Module:
     """The plain network behind DDP and torch.compile wrappers."""
     if isinstance(network, torch.nn.parallel.DistributedDataParallel):
@@ -124,6 +134,27 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         self.initial_lr = lr  # nnU-Net logs and checkpoints it
         warmup = int(round(self.warmup_fraction * self.num_epochs))
         return optimizer, PolyLRWithWarmup(optimizer, lr, self.num_epochs, warmup)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        """nnU-Net's, except that a checkpoint keeps the optimiser it was trained with.
+
+        An optimiser's state only fits its own kind (SGD's momentum buffers are not AdamW's moments), so a model
+        started under an earlier default recipe, or by a class with another `optimizer_name`, continues (`--c`)
+        and validates (`--val`) with the optimiser its checkpoint holds, not with this class's."""
+        if not self.was_initialized:
+            self.initialize()
+        if isinstance(filename_or_checkpoint, str):
+            # nnU-Net 2.8's load_checkpoint only works with a file name: read it here too, pass the name on
+            state = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)["optimizer_state"]
+        else:
+            state = filename_or_checkpoint["optimizer_state"]
+        saved = optimizer_name_of(state)
+        if saved is not None and saved != self.optimizer_name:
+            self.print_to_log_file(f"The checkpoint was trained with {saved}, this trainer's default is "
+                                   f"{self.optimizer_name}: continuing with {saved}")
+            self.optimizer_name = saved
+            self.optimizer, self.lr_scheduler = self.configure_optimizers()
+        super().load_checkpoint(filename_or_checkpoint)
 
     # --- ImageNet weights ---
     def initialize(self):
