@@ -85,7 +85,7 @@ DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
 RUN_FIELDS = ["config", "spacing", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
-              "dice_mean", "dice_per_case", "wall_s", "device", "machine", "finished"]
+              "dice_mean", "dice_per_case", "wall_s", "device", "machine", "finished", "pseudo_dice"]
 
 
 # ------------------------------------------------------------------------------------------------ dataset
@@ -199,13 +199,17 @@ def run_key(r) -> tuple:
             str(r["train_cases"]), int(r["epochs"]), int(r["iterations"]))
 
 
-def record_run(path, row):
-    """Add one run to runs.csv (replacing an older run with the same key, budget included). Several study
-    processes may share the file (e.g. one per core or GPU): the read-modify-write happens under a lock."""
+def record_run(path, row=None, curves=None):
+    """Add one run to runs.csv (replacing an older run with the same key, budget included), and/or fill in the
+    pseudo-Dice curves of recorded runs ({run_key: curve}). Several study processes may share the file (e.g.
+    one per core or GPU): the read-modify-write happens under a lock."""
     import fcntl
     with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = [r for r in load_runs(path) if run_key(r) != run_key(row)] + [row]
+        rows = [r for r in load_runs(path) if row is None or run_key(r) != run_key(row)] + ([row] if row else [])
+        for r in rows:
+            if not r.get("pseudo_dice") and run_key(r) in (curves or {}):
+                r["pseudo_dice"] = format_curve(curves[run_key(r)])
         rows.sort(key=lambda r: (r["config"], float(r["spacing"]), int(r["train_cases"]), int(r["epochs"]), int(r["iterations"]), r["arm"],
                                  int(r["fold"]), int(r["repeat"])))
         with open(path + ".tmp", "w", newline="") as f:
@@ -213,6 +217,10 @@ def record_run(path, row):
             w.writeheader()
             w.writerows(rows)
         os.replace(path + ".tmp", path)
+
+
+def format_curve(curve) -> str:
+    return " ".join(f"{x:.4f}" for x in curve)
 
 
 def curve_of(model_dir: str, fold: int):
@@ -273,7 +281,7 @@ def results_folder(repeat, epochs, iterations):
     return f"results_rep{repeat}{budget_suffix(epochs, iterations)}"
 
 
-def report(out_dir, stem, rows, curves, args_line):
+def report(out_dir, stem, rows, curves, missing, args_line):
     """<stem>.md and <stem>_curves.png from the runs `rows` (one config, one number of training cases)."""
     if not rows:
         return
@@ -325,6 +333,10 @@ def report(out_dir, stem, rows, curves, args_line):
         lines += ["", "Run-to-run noise (same arm, same fold, independent runs): "
                   + "; ".join(f"{a} fold {f}: {' '.join(f'{x:.3f}' for x in d)}" for a, f, d in noise)
                   + f"; mean range {np.mean([max(d) - min(d) for _, _, d in noise]):.3f}"]
+    if missing:
+        lines += ["", f"Curves not available for {len(missing)} run(s) (recorded before runs.csv kept curves, and "
+                      f"their work folder is gone), left out of the curves below and of the figure: "
+                      + ", ".join(missing)]
     # iterations to reach nnU-Net's default final pseudo-Dice (mean curves)
     its = int(rows[0]["iterations"])
     if "default" in curves and curves["default"]:
@@ -339,6 +351,8 @@ def report(out_dir, stem, rows, curves, args_line):
     with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
+    if not curves:
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -479,26 +493,35 @@ def main():
                                      iterations=args.iterations,
                                      dice_mean=f"{np.mean(per_case):.4f}",
                                      dice_per_case=" ".join(f"{d:.4f}" for d in per_case), wall_s=f"{wall:.0f}",
-                                     device=args.device, machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M")))
+                                     device=args.device, machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M"),
+                                     pseudo_dice=format_curve(curve_of(model, fold))))
                     print(f"    Dice {np.round(per_case, 3)} in {wall / 60:.1f} min", flush=True)
 
         # curves of every finished run of this budget (also those of other study processes)
         rows = [r for r in load_runs(runs_csv) if r["config"] == config and int(r["train_cases"]) == n_train
                 and float(r["spacing"]) == spacing and plans_name(r) == plans
                 and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
-        curves = {}
+        # runs.csv keeps every run's curve; runs recorded before it did get theirs from the work folder, if it is
+        # still there (it is not committed), and runs.csv is completed with them
+        curves, found, missing = {}, {}, []
         for r in rows:
+            if r.get("pseudo_dice"):
+                curves.setdefault(r["arm"], []).append([float(x) for x in r["pseudo_dice"].split()])
+                continue
             model = os.path.join(args.work, results_folder(r["repeat"], args.epochs, args.iterations), name,
                                  f"{r['trainer']}__{plans}__{config}")
             try:
-                curves.setdefault(r["arm"], []).append(curve_of(model, int(r["fold"])))
+                found[run_key(r)] = curve_of(model, int(r["fold"]))
+                curves.setdefault(r["arm"], []).append(found[run_key(r)])
             except FileNotFoundError:
-                pass
+                missing.append(f"{r['arm']} fold {r['fold']} repeat {r['repeat']}")
+        if found:
+            record_run(runs_csv, curves=found)
         stem = ((config if not args.train_cases else f"{config}_train{n_train}")
                 + ("" if spacing == DEFAULT_SPACING[config] else f"_{spacing:g}mm")
                 + ("" if plans == "nnUNetPlans" else f"_{plans[len('nnUNetPlans_'):]}")
                 + budget_suffix(args.epochs, args.iterations))
-        report(args.out, stem, rows, curves, args_line)
+        report(args.out, stem, rows, curves, missing, args_line)
         print(open(os.path.join(args.out, f"{stem}.md")).read())
 
 
