@@ -18,13 +18,14 @@ tumour) the script
      mean and spread, paired difference against the _Scratch twin and against nnU-Net's default, wall time,
      budget, machine) and <config>_curves.png (validation pseudo-Dice against training iterations).
 
-Arms (--arms, default: pretrained scratch default): `pretrained` nnUNetTrainerXDimEfficientNetLite0 (the current
-default recipe), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, and one-factor recipe
-variants from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder,
-adamw, adamw_scratch, norm_frozen, norm_instance, norm_batch3d, grey_stem, imagenet_range, adamw_enc_lr_1,
-adamw_instance and its twin adamw_instance_scratch, transfuse_1/2/3, fullres_stem), plus `lite1`, `lite2`
-(other ImageNet weights) and their twins `lite1_scratch`, `lite2_scratch`. Finished runs are kept and skipped,
-so the study grows run by run.
+Arms (--arms, default: pretrained scratch default): `pretrained` EfficientNet-Lite0 with nnU-Net's SGD
+(nnUNetTrainerXDimLite0R_SGD: the XDim trainers' default recipe until 2026-12; older rows of runs.csv name it
+nnUNetTrainerXDimEfficientNetLite0), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, `adamw` and
+`adamw_scratch` (the trainers' default recipe since then), and one-factor variants of `pretrained` from
+results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder, norm_frozen,
+norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; with AdamW: adamw_enc_lr_1,
+adamw_instance and its twin adamw_instance_scratch), plus `lite1`, `lite2` (other ImageNet weights, SGD) and their
+twins `lite1_scratch`, `lite2_scratch`. Finished runs are kept and skipped, so the study grows run by run.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
@@ -49,8 +50,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from nnunetv2_xdim.discovery import enable_trainer_discovery  # noqa: E402
 
 ARMS = {
-    "pretrained": "nnUNetTrainerXDimEfficientNetLite0",
-    "scratch": "nnUNetTrainerXDimEfficientNetLite0_Scratch",
+    "pretrained": "nnUNetTrainerXDimLite0R_SGD",
+    "scratch": "nnUNetTrainerXDimLite0R_SGD_Scratch",
     "default": "nnUNetTrainerXDimBaseline",
     "enc_lr_1": "nnUNetTrainerXDimLite0R_EncLR1",
     "enc_lr_0.3": "nnUNetTrainerXDimLite0R_EncLR03",
@@ -72,10 +73,10 @@ ARMS = {
     "transfuse_2": "nnUNetTrainerXDimLite0R_Transfuse2",
     "transfuse_3": "nnUNetTrainerXDimLite0R_Transfuse3",
     "fullres_stem": "nnUNetTrainerXDimLite0R_FullResStem",
-    "lite1": "nnUNetTrainerXDimEfficientNetLite1",
-    "lite1_scratch": "nnUNetTrainerXDimEfficientNetLite1_Scratch",
-    "lite2": "nnUNetTrainerXDimEfficientNetLite2",
-    "lite2_scratch": "nnUNetTrainerXDimEfficientNetLite2_Scratch",
+    "lite1": "nnUNetTrainerXDimLite1R_SGD",
+    "lite1_scratch": "nnUNetTrainerXDimLite1R_SGD_Scratch",
+    "lite2": "nnUNetTrainerXDimLite2R_SGD",
+    "lite2_scratch": "nnUNetTrainerXDimLite2R_SGD_Scratch",
 }
 # the scratch arm that differs from an arm only in its initialisation, where that is not "scratch" (another
 # optimiser, normalisation or backbone)

@@ -42,8 +42,21 @@ def test_encoder_groups_are_the_pretrained_parameters(tmp_path, monkeypatch):
         len(list(trainer.network.parameters()))
 
 
-def test_default_recipe_encoder_at_a_tenth_after_warmup(tmp_path, monkeypatch):
-    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, warmup_fraction=0.1)
+def test_default_recipe_is_adamw_for_pretrained_and_scratch_alike(tmp_path, monkeypatch):
+    for cls, encoder_factor in ((nnUNetTrainerXDimEfficientNetLite0, 0.1),
+                                (nnUNetTrainerXDimEfficientNetLite0_Scratch, 1.0)):
+        trainer = make_trainer(cls, tmp_path, monkeypatch, warmup_fraction=0.1)
+        optimizer, enc, rest = lr_per_epoch(trainer)
+        assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["weight_decay"] == 1e-2
+        assert rest[0] < rest[1] < rest[2]  # 2 warm-up epochs of 20
+        assert rest[2] == pytest.approx(1e-3 * (1 - 2 / 20) ** 0.9)
+        assert enc == pytest.approx([encoder_factor * r for r in rest])
+        assert trainer.initial_lr == pytest.approx(1e-3)  # what nnU-Net logs and checkpoints
+
+
+def test_sgd_recipe_encoder_at_a_tenth_after_warmup(tmp_path, monkeypatch):
+    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, warmup_fraction=0.1,
+                           optimizer_name="sgd")
     optimizer, enc, rest = lr_per_epoch(trainer)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.99
     assert rest[0] < rest[1] < rest[2]  # 2 warm-up epochs of 20
@@ -83,15 +96,6 @@ def test_scratch_twin_never_freezes_and_trains_encoder_at_full_rate(tmp_path, mo
                            freeze_encoder_fraction=0.25, warmup_fraction=0.0)
     _, enc, rest = lr_per_epoch(trainer)
     assert enc == pytest.approx(rest)
-
-
-def test_adamw(tmp_path, monkeypatch):
-    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, optimizer_name="adamw",
-                           warmup_fraction=0.0)
-    optimizer, enc, rest = lr_per_epoch(trainer)
-    assert isinstance(optimizer, torch.optim.AdamW)
-    assert rest[0] == pytest.approx(1e-3) and enc[0] == pytest.approx(1e-4)
-    assert trainer.initial_lr == pytest.approx(1e-3)
 
 
 def test_unknown_optimizer_is_a_clear_error(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
-"""Trainers of the recipe study (results/recipe_study.py): each changes ONE recipe factor of
-nnUNetTrainerXDimEfficientNetLite0 (the only backbone whose ImageNet weights install offline).
+"""Trainers of the recipe study (results/recipe_study.py): each changes ONE recipe factor of the study's
+`pretrained` arm, nnUNetTrainerXDimEfficientNetLite0 with nnU-Net's SGD (Lite0: the backbone whose ImageNet weights
+install offline).
 
 The study adds this folder to nnUNet_extTrainer next to the package's own folder. Every class keeps the
 architecture record of its parent, so its models predict with nnU-Net's commands like any XDim model.
@@ -8,30 +9,64 @@ import torch
 
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
-                                             nnUNetTrainerXDimEfficientNetLite0_Scratch)
+                                             nnUNetTrainerXDimEfficientNetLite0_Scratch,
+                                             nnUNetTrainerXDimEfficientNetLite1,
+                                             nnUNetTrainerXDimEfficientNetLite1_Scratch,
+                                             nnUNetTrainerXDimEfficientNetLite2,
+                                             nnUNetTrainerXDimEfficientNetLite2_Scratch)
 
 
-class nnUNetTrainerXDimLite0R_EncLR1(nnUNetTrainerXDimEfficientNetLite0):
+# Every arm names its optimiser, so that an arm stays the recipe it was measured with when the package's default
+# changes. The study's first reference arms (pretrained, scratch, lite1/2) and every one-factor arm that does not
+# name AdamW use nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2), the XDim trainers' default before 2026-12.
+
+class nnUNetTrainerXDimLite0R_SGD(nnUNetTrainerXDimEfficientNetLite0):
+    """the `pretrained` arm: Lite0 with nnU-Net's SGD"""
+    optimizer_name = "sgd"
+
+
+class nnUNetTrainerXDimLite0R_SGD_Scratch(nnUNetTrainerXDimEfficientNetLite0_Scratch):
+    """the `scratch` arm: its random twin"""
+    optimizer_name = "sgd"
+
+
+class nnUNetTrainerXDimLite1R_SGD(nnUNetTrainerXDimEfficientNetLite1):
+    optimizer_name = "sgd"
+
+
+class nnUNetTrainerXDimLite1R_SGD_Scratch(nnUNetTrainerXDimEfficientNetLite1_Scratch):
+    optimizer_name = "sgd"
+
+
+class nnUNetTrainerXDimLite2R_SGD(nnUNetTrainerXDimEfficientNetLite2):
+    optimizer_name = "sgd"
+
+
+class nnUNetTrainerXDimLite2R_SGD_Scratch(nnUNetTrainerXDimEfficientNetLite2_Scratch):
+    optimizer_name = "sgd"
+
+
+class nnUNetTrainerXDimLite0R_EncLR1(nnUNetTrainerXDimLite0R_SGD):
     """encoder learns at the decoder's rate (nnU-Net's recipe unchanged)"""
     encoder_lr_factor = 1.0
 
 
-class nnUNetTrainerXDimLite0R_EncLR03(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_EncLR03(nnUNetTrainerXDimLite0R_SGD):
     """encoder at 0.3x"""
     encoder_lr_factor = 0.3
 
 
-class nnUNetTrainerXDimLite0R_NoWarmup(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_NoWarmup(nnUNetTrainerXDimLite0R_SGD):
     """no warm-up"""
     warmup_fraction = 0.0
 
 
-class nnUNetTrainerXDimLite0R_Freeze10(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_Freeze10(nnUNetTrainerXDimLite0R_SGD):
     """encoder frozen for the first 10 % of epochs"""
     freeze_encoder_fraction = 0.1
 
 
-class nnUNetTrainerXDimLite0R_FrozenEncoder(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_FrozenEncoder(nnUNetTrainerXDimLite0R_SGD):
     """ImageNet encoder frozen for the whole run (a probe: can the fixed features segment at all?)"""
     freeze_encoder_fraction = 1.0
 
@@ -46,19 +81,19 @@ class nnUNetTrainerXDimLite0R_AdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_S
     optimizer_name = "adamw"
 
 
-class nnUNetTrainerXDimLite0R_NormFrozen(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_NormFrozen(nnUNetTrainerXDimLite0R_SGD):
     """frozen ImageNet BatchNorm statistics (2D) / frozen (3D)"""
     encoder_norm = "frozen"
     encoder_norm_3d = "frozen"
 
 
-class nnUNetTrainerXDimLite0R_NormInstance(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_NormInstance(nnUNetTrainerXDimLite0R_SGD):
     """BatchNorm converted to InstanceNorm with the pretrained affine parameters (2D and 3D)"""
     encoder_norm = "instance"
     encoder_norm_3d = "instance"
 
 
-class nnUNetTrainerXDimLite0R_NormBatch3D(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_NormBatch3D(nnUNetTrainerXDimLite0R_SGD):
     """BatchNorm in 3D too (batch 2)"""
     encoder_norm_3d = "batch"
 
@@ -79,7 +114,7 @@ def grey_stem_backbone(encoder, **timm_kwargs):
     return model
 
 
-class nnUNetTrainerXDimLite0R_GreyStem(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_GreyStem(nnUNetTrainerXDimLite0R_SGD):
     """first convolution: every modality read as a grey image (see grey_stem_backbone)"""
 
     def maybe_load_imagenet_weights(self) -> None:
@@ -98,7 +133,7 @@ def imagenet_window(x):
     return ((x + 2.0) / 5.0).clamp(0.0, 1.0) * 2.0 - 1.0
 
 
-class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimLite0R_SGD):
     """the encoder sees imagenet_window(x) instead of nnU-Net's z-scores (results/intensity_scale_check.md: a
     scale alone is invisible to BatchNorm, a shift is not). The window is a forward pre-hook, not part of the
     architecture record: the study's numbers come from nnU-Net's validation inside nnUNetv2_train, which runs
@@ -138,7 +173,7 @@ def backbone_level_of(model, name: str) -> int:
     return next(i for i, end in enumerate(ends) if block <= int(end.split(".")[1]))
 
 
-class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimLite0R_SGD):
     """only the low-level ImageNet features are transferred (Raghu et al. 2019, 'Transfusion'): stem and
     levels 0-1 (stride 2 and 4) pretrained, the deeper levels keep the scratch twin's random initialisation
     and, like the twin's, learn at the full rate (only the pretrained levels get encoder_lr_factor).
@@ -171,7 +206,7 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimEfficientNetLite0):
                                f"reset to their random initialisation")
 
 
-class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
     """the random full-resolution stage starts from ImageNet too: its first convolution gets the backbone's
     (in_chans-adapted) stem filters at stride 1 and its norm the stem BatchNorm's affine parameters. Lite0's
     stem has 32 filters, as many as nnU-Net plans for stage 0 here. The stage stays outside the encoder's
@@ -214,6 +249,6 @@ class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimEfficientNetLite0):
     encoder_lr_factor = 1.0
 
 
-class nnUNetTrainerXDimLite0R_Warmup25(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_Warmup25(nnUNetTrainerXDimLite0R_SGD):
     """linear warm-up over the first 25 % of epochs (the default 2 % rounds to zero epochs at short budgets)"""
     warmup_fraction = 0.25
