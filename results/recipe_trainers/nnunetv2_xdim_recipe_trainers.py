@@ -20,30 +20,19 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
 # changes. The study's first reference arms (pretrained, scratch, lite1/2) and every one-factor arm that does not
 # name AdamW use nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2), the XDim trainers' default before 2026-12.
 
-class nnUNetTrainerXDimLite0R_SGD(nnUNetTrainerXDimEfficientNetLite0):
-    """the `pretrained` arm: Lite0 with nnU-Net's SGD"""
-    optimizer_name = "sgd"
+def _sgd_arm(base: type) -> type:
+    """`base` with nnU-Net's SGD pinned, named nnUNetTrainerXDim<Lite0>R_SGD[_Scratch]"""
+    backbone, _, twin = base.__name__[len("nnUNetTrainerXDimEfficientNet"):].partition("_")
+    name = f"nnUNetTrainerXDim{backbone}R_SGD" + (f"_{twin}" if twin else "")
+    return type(name, (base,), {"optimizer_name": "sgd", "__module__": __name__, "__doc__": f"{base.__name__}, SGD"})
 
 
-class nnUNetTrainerXDimLite0R_SGD_Scratch(nnUNetTrainerXDimEfficientNetLite0_Scratch):
-    """the `scratch` arm: its random twin"""
-    optimizer_name = "sgd"
-
-
-class nnUNetTrainerXDimLite1R_SGD(nnUNetTrainerXDimEfficientNetLite1):
-    optimizer_name = "sgd"
-
-
-class nnUNetTrainerXDimLite1R_SGD_Scratch(nnUNetTrainerXDimEfficientNetLite1_Scratch):
-    optimizer_name = "sgd"
-
-
-class nnUNetTrainerXDimLite2R_SGD(nnUNetTrainerXDimEfficientNetLite2):
-    optimizer_name = "sgd"
-
-
-class nnUNetTrainerXDimLite2R_SGD_Scratch(nnUNetTrainerXDimEfficientNetLite2_Scratch):
-    optimizer_name = "sgd"
+nnUNetTrainerXDimLite0R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite0)  # the `pretrained` arm
+nnUNetTrainerXDimLite0R_SGD_Scratch = _sgd_arm(nnUNetTrainerXDimEfficientNetLite0_Scratch)  # `scratch`
+nnUNetTrainerXDimLite1R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite1)
+nnUNetTrainerXDimLite1R_SGD_Scratch = _sgd_arm(nnUNetTrainerXDimEfficientNetLite1_Scratch)
+nnUNetTrainerXDimLite2R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite2)
+nnUNetTrainerXDimLite2R_SGD_Scratch = _sgd_arm(nnUNetTrainerXDimEfficientNetLite2_Scratch)
 
 
 class nnUNetTrainerXDimLite0R_EncLR1(nnUNetTrainerXDimLite0R_SGD):
