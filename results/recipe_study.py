@@ -282,6 +282,12 @@ def results_folder(repeat, epochs, iterations):
     return f"results_rep{repeat}{budget_suffix(epochs, iterations)}"
 
 
+def fold_mean_curve(fold_curves, folds):
+    """The mean over `folds` of each fold's mean curve ([(fold, curve), ...]), cut to the shortest curve."""
+    n = min(len(c) for f, c in fold_curves if f in folds)
+    return np.mean([np.mean([c[:n] for g, c in fold_curves if g == f], axis=0) for f in folds], axis=0)
+
+
 def report(out_dir, stem, rows, curves, missing, args_line):
     """<stem>.md and <stem>_curves.png from the runs `rows` (one config, one number of training cases)."""
     if not rows:
@@ -338,17 +344,21 @@ def report(out_dir, stem, rows, curves, missing, args_line):
         lines += ["", f"Curves not available for {len(missing)} run(s) (recorded before runs.csv kept curves, and "
                       f"their work folder is gone), left out of the curves below and of the figure: "
                       + ", ".join(missing)]
-    # iterations to reach nnU-Net's default final pseudo-Dice (mean curves)
+    # iterations to reach nnU-Net's default final pseudo-Dice: mean curves over the folds where the default has a
+    # curve (folds differ by far more than arms), each fold weighing the same whatever its repeats
     its = int(rows[0]["iterations"])
-    if "default" in curves and curves["default"]:
-        target = np.mean([c[-1] for c in curves["default"]])
-        lines += ["", f"Iterations until the mean validation pseudo-Dice first reaches nnU-Net's default final "
-                      f"value ({target:.3f}):", ""]
-        for arm, cs in curves.items():
-            n = min(len(c) for c in cs)
-            mean = np.mean([c[:n] for c in cs], axis=0)
+    ref_folds = sorted({f for f, _ in curves.get("default", [])})
+    if ref_folds:
+        target = fold_mean_curve(curves["default"], ref_folds)[-1]
+        lines += ["", f"Iterations until the mean validation pseudo-Dice over folds {ref_folds} first reaches nnU-Net's "
+                      f"default final value there ({target:.3f}):", ""]
+        for arm, fc in curves.items():
+            if not {f for f, _ in fc} >= set(ref_folds):
+                lines.append(f"- {arm}: no curve for every one of these folds")
+                continue
+            mean = fold_mean_curve(fc, ref_folds)
             hit = np.nonzero(mean >= target)[0]
-            lines.append(f"- {arm}: {(hit[0] + 1) * its if len(hit) else 'not within ' + str(n * its)}")
+            lines.append(f"- {arm}: {(hit[0] + 1) * its if len(hit) else 'not within ' + str(len(mean) * its)}")
     with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -362,17 +372,19 @@ def report(out_dir, stem, rows, curves, missing, args_line):
     many = len(curves) > 8
     fig, ax = plt.subplots(figsize=(10, 5.5) if many else (7, 4.5))
     styles = ["--", ":", "-."]
-    for i, (arm, cs) in enumerate(curves.items()):
+    for i, (arm, fc) in enumerate(curves.items()):
+        cs = [c for _, c in fc]
+        label = f"{arm} (n={len(cs)}, folds {','.join(str(f) for f in sorted({f for f, _ in fc}))})"
         n = min(len(c) for c in cs)
         arr = np.array([c[:n] for c in cs])
         x = np.arange(1, n + 1) * its
         if not many:
-            ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})")
+            ax.plot(x, arr.mean(0), label=label)
             ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
         elif arm in ("pretrained", "scratch", "default"):
-            ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})", lw=2.5, color="k" if arm == "default" else None)
+            ax.plot(x, arr.mean(0), label=label, lw=2.5, color="k" if arm == "default" else None)
         else:
-            ax.plot(x, arr.mean(0), label=f"{arm} (n={len(cs)})", lw=1, ls=styles[i % len(styles)])
+            ax.plot(x, arr.mean(0), label=label, lw=1, ls=styles[i % len(styles)])
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
     epochs, iterations = budget[0]
@@ -507,13 +519,13 @@ def main():
         curves, found, missing = {}, {}, []
         for r in rows:
             if r.get("pseudo_dice"):
-                curves.setdefault(r["arm"], []).append([float(x) for x in r["pseudo_dice"].split()])
+                curves.setdefault(r["arm"], []).append((int(r["fold"]), [float(x) for x in r["pseudo_dice"].split()]))
                 continue
             model = os.path.join(args.work, results_folder(r["repeat"], args.epochs, args.iterations), name,
                                  f"{r['trainer']}__{plans}__{config}")
             try:
                 found[run_key(r)] = curve_of(model, int(r["fold"]))
-                curves.setdefault(r["arm"], []).append(found[run_key(r)])
+                curves.setdefault(r["arm"], []).append((int(r["fold"]), found[run_key(r)]))
             except FileNotFoundError:
                 missing.append(f"{r['arm']} fold {r['fold']} repeat {r['repeat']}")
         if found:
