@@ -373,24 +373,24 @@ def report(out_dir, stem, rows, curves, missing, args_line):
     fig, ax = plt.subplots(figsize=(10, 5.5) if many else (7, 4.5))
     styles = ["--", ":", "-."]
     for i, (arm, fc) in enumerate(curves.items()):
-        cs = [c for _, c in fc]
-        label = f"{arm} (n={len(cs)}, folds {','.join(str(f) for f in sorted({f for f, _ in fc}))})"
-        n = min(len(c) for c in cs)
-        arr = np.array([c[:n] for c in cs])
-        x = np.arange(1, n + 1) * its
+        cs, folds = [c for _, c in fc], sorted({f for f, _ in fc})
+        label = f"{arm} (n={len(cs)}, folds {','.join(map(str, folds))})"
+        mean = fold_mean_curve(fc, folds)  # as in the table: each fold weighs the same whatever its repeats
+        arr = np.array([c[:len(mean)] for c in cs])
+        x = np.arange(1, len(mean) + 1) * its
         if not many:
-            ax.plot(x, arr.mean(0), label=label)
+            ax.plot(x, mean, label=label)
             ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
         elif arm in ("pretrained", "scratch", "default"):
-            ax.plot(x, arr.mean(0), label=label, lw=2.5, color="k" if arm == "default" else None)
+            ax.plot(x, mean, label=label, lw=2.5, color="k" if arm == "default" else None)
         else:
-            ax.plot(x, arr.mean(0), label=label, lw=1, ls=styles[i % len(styles)])
+            ax.plot(x, mean, label=label, lw=1, ls=styles[i % len(styles)])
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
     epochs, iterations = budget[0]
     ax.set_title(f"{config}, {float(rows[0]['spacing']):g} mm ({plans_name(rows[0])}), {n_train} training case(s), "
                  f"{epochs} x {iterations} iterations\n"
-                 "mean over folds x repeats" + ("" if many else ", band = min..max"), fontsize=10)
+                 "mean of fold means" + ("" if many else ", band = min..max over runs"), fontsize=10)
     if many:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
