@@ -23,9 +23,11 @@ Arms (--arms, default: pretrained scratch default): `pretrained` EfficientNet-Li
 nnUNetTrainerXDimEfficientNetLite0), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, `adamw` and
 `adamw_scratch` (the trainers' default recipe since then), and one-factor variants of `pretrained` from
 results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder, norm_frozen,
-norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; with AdamW: adamw_enc_lr_1,
-adamw_instance and its twin adamw_instance_scratch), plus `lite1`, `lite2` (other ImageNet weights, SGD) and their
-twins `lite1_scratch`, `lite2_scratch`. Finished runs are kept and skipped, so the study grows run by run.
+norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
+adamw_enc_lr_1, adamw_freeze_10, adamw_l2sp and adamw_l2sp_1000 (encoder decay toward the ImageNet weights,
+strength 100 and 1000), adamw_instance and its twin adamw_instance_scratch), plus `lite1`, `lite2` (other ImageNet
+weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`. Finished runs are kept and skipped, so the study
+grows run by run.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
@@ -69,6 +71,9 @@ ARMS = {
     "adamw_enc_lr_1": "nnUNetTrainerXDimLite0R_AdamWEncLR1",
     "adamw_instance": "nnUNetTrainerXDimLite0R_AdamWInstance",
     "adamw_instance_scratch": "nnUNetTrainerXDimLite0R_AdamWInstance_Scratch",
+    "adamw_freeze_10": "nnUNetTrainerXDimLite0R_AdamWFreeze10",
+    "adamw_l2sp": "nnUNetTrainerXDimLite0R_AdamWL2SP",
+    "adamw_l2sp_1000": "nnUNetTrainerXDimLite0R_AdamWL2SP1000",
     "transfuse_1": "nnUNetTrainerXDimLite0R_Transfuse1",
     "transfuse_2": "nnUNetTrainerXDimLite0R_Transfuse2",
     "transfuse_3": "nnUNetTrainerXDimLite0R_Transfuse3",
@@ -81,7 +86,11 @@ ARMS = {
 # the scratch arm that differs from an arm only in its initialisation, where that is not "scratch" (another
 # optimiser, normalisation or backbone)
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
+         "adamw_freeze_10": "adamw_scratch", "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
+# the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
+BASES = {"adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
+         "adamw_freeze_10": "adamw", "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw"}
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
@@ -310,7 +319,8 @@ def report(out_dir, stem, rows, curves, missing, args_line):
              "- a difference counts as a gain only where the mean paired difference exceeds its spread; with "
              f"{len(folds)} folds that is a weak signal, not a significant result",
              "- 'vs current recipe': a one-factor arm against the arm it changes (pretrained, or scratch for a "
-             "scratch arm), i.e. the effect of that factor alone", "",
+             "scratch arm; adamw, or adamw_scratch, for the AdamW variants), i.e. the effect of that factor "
+             "alone", "",
              "| arm | trainer | runs | Dice per fold (mean of repeats) | mean ± std | vs scratch twin | "
              "vs nnU-Net default | vs current recipe | wall time per run |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
@@ -323,7 +333,7 @@ def report(out_dir, stem, rows, curves, missing, args_line):
             # a scratch twin only for pretrained arms; nnU-Net's default is compared with nothing but itself
             meaningless = arm == ref or (ref != "default" and (arm == "default" or arm.endswith("scratch")))
             cells.append(_diff_cell([] if meaningless else paired(rows, arm, ref)))
-        base = "scratch" if arm.endswith("scratch") else "pretrained"
+        base = BASES.get(arm, "scratch" if arm.endswith("scratch") else "pretrained")
         cells.append(_diff_cell([] if arm in ("pretrained", "scratch", "default") else paired(rows, arm, base)))
         lines.append(f"| {arm} | `{mine[0]['trainer']}` | {len(mine)} | {' '.join(per_fold)} | "
                      f"{_mean_std([float(r['dice_mean']) for r in mine], np.mean(list(fold_means.values())))} | "

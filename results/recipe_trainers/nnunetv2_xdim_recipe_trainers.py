@@ -241,3 +241,51 @@ class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimEfficientNetLite0):
 class nnUNetTrainerXDimLite0R_Warmup25(nnUNetTrainerXDimLite0R_SGD):
     """linear warm-up over the first 25 % of epochs (the default 2 % rounds to zero epochs at short budgets)"""
     warmup_fraction = 0.25
+
+
+class nnUNetTrainerXDimLite0R_AdamWFreeze10(nnUNetTrainerXDimEfficientNetLite0):
+    """AdamW with the encoder frozen for the first 10 % of epochs (the decoder first learns to read the ImageNet
+    features); its twin is adamw_scratch, for which a frozen phase is meaningless"""
+    optimizer_name = "adamw"
+    freeze_encoder_fraction = 0.1
+
+
+class nnUNetTrainerXDimLite0R_AdamWL2SP(nnUNetTrainerXDimEfficientNetLite0):
+    """AdamW whose encoder weight decay pulls toward the ImageNet weights instead of toward zero: decoupled L2-SP
+    (after Li et al., ICML 2018, "Explicit inductive bias for transfer learning"), the classic regulariser for
+    fine-tuning on few samples. After every step each encoder parameter moves the fraction
+    `l2sp_strength` x (its group's learning rate) of the way back to its ImageNet value.
+
+    With AdamW a step moves a weight by about its learning rate (1e-4 for the encoder), so the pull holds the
+    drift near 1 / l2sp_strength = 0.01 (conv weights are ~0.05-0.1): between the frozen encoder (drift 0) and
+    free fine-tuning. Its twin is adamw_scratch (a pull toward random weights carries no prior).
+    The anchors are taken when the ImageNet weights are loaded, so a run continued with --c anchors at its
+    checkpoint (the study never continues runs)."""
+    optimizer_name = "adamw"
+    l2sp_strength = 100.0
+
+    def configure_optimizers(self):
+        optimizer, scheduler = super().configure_optimizers()
+        optimizer.param_groups[0]["weight_decay"] = 0.0  # group 0 is the encoder (base.configure_optimizers)
+        return optimizer, scheduler
+
+    def maybe_load_imagenet_weights(self) -> None:
+        super().maybe_load_imagenet_weights()
+        encoder = self.optimizer.param_groups[0]
+        anchors = [p.detach().clone() for p in encoder["params"]]
+        strength = self.l2sp_strength
+
+        def pull_to_imagenet(optimizer, args, kwargs):
+            rate = min(1.0, encoder["lr"] * strength)
+            if rate > 0:
+                with torch.no_grad():
+                    torch._foreach_lerp_(encoder["params"], anchors, rate)
+
+        self.optimizer.register_step_post_hook(pull_to_imagenet)
+        self.print_to_log_file(f"L2-SP: {len(anchors)} encoder tensors pulled toward their ImageNet values, "
+                               f"strength {strength} x lr")
+
+
+class nnUNetTrainerXDimLite0R_AdamWL2SP1000(nnUNetTrainerXDimLite0R_AdamWL2SP):
+    """L2-SP ten times stronger: drift held near 0.001, close to a frozen encoder (BatchNorm statistics still adapt)"""
+    l2sp_strength = 1000.0
