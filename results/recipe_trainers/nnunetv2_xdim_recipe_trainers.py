@@ -279,7 +279,8 @@ class nnUNetTrainerXDimLite0R_AdamWL2SP(nnUNetTrainerXDimEfficientNetLite0):
             rate = min(1.0, encoder["lr"] * strength)
             if rate > 0:
                 with torch.no_grad():
-                    torch._foreach_lerp_(encoder["params"], anchors, rate)
+                    for p, anchor in zip(encoder["params"], anchors):
+                        p.lerp_(anchor, rate)
 
         self.optimizer.register_step_post_hook(pull_to_imagenet)
         self.print_to_log_file(f"L2-SP: {len(anchors)} encoder tensors pulled toward their ImageNet values, "
