@@ -10,6 +10,8 @@ import torch
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
+                                             nnUNetTrainerXDimEfficientNetLite0_SliceWise,
+                                             nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite1,
                                              nnUNetTrainerXDimEfficientNetLite1_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite2,
@@ -283,3 +285,16 @@ class nnUNetTrainerXDimLite0R_AdamWL2SP30(nnUNetTrainerXDimLite0R_AdamWL2SP):
 class nnUNetTrainerXDimLite0R_AdamWL2SP300(nnUNetTrainerXDimLite0R_AdamWL2SP):
     """L2-SP at strength 300: drift held near 0.003"""
     l2sp_strength = 300.0
+
+
+class nnUNetTrainerXDimLite0R_SliceWiseAdamW(nnUNetTrainerXDimEfficientNetLite0_SliceWise):
+    """3D by the slice-wise mode instead of inflation: the 2D ImageNet encoder, unchanged, reads every slice
+    (no kernel is inflated, so the pretrained features are exactly ImageNet's); AdamW. 3d_fullres only (in 2d
+    it is the adamw arm)"""
+    optimizer_name = "adamw"
+    l2sp_strength = 0.0
+
+
+class nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch):
+    """scratch twin of the slice-wise AdamW arm"""
+    optimizer_name = "adamw"
