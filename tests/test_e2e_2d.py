@@ -125,3 +125,45 @@ def test_continue_keeps_the_optimiser_of_the_checkpoint(planned, tmp_path):
     assert ckpt["current_epoch"] == 2 and "momentum" in ckpt["optimizer_state"]["param_groups"][0]
     out = train(DATASET, "2d", 3, trainer, env, extra=["--val"]).stdout
     assert "continuing with sgd" in out
+
+
+def test_l2sp_anchors_stay_the_imagenet_start_across_continue(planned, tmp_path):
+    """L2-SP through nnUNetv2_train: the checkpoint carries the anchors (the weights training started from), so
+    --c keeps pulling toward the ImageNet start, not toward the checkpoint's weights."""
+    root, env = planned
+    folder = tmp_path / "trainers"
+    folder.mkdir()
+    (folder / "l2sp_probe_trainers.py").write_text(
+        "from nnunetv2_xdim.trainers.variants import nnUNetTrainerXDimEfficientNetLite0\n\n\n"
+        "class nnUNetTrainerXDimL2SPProbe(nnUNetTrainerXDimEfficientNetLite0):\n"
+        "    l2sp_strength = 100.0\n")
+    env = dict(env, nnUNet_extTrainer=env["nnUNet_extTrainer"] + os.pathsep + str(folder))
+    trainer = "nnUNetTrainerXDimL2SPProbe"
+    final = os.path.join(_results(env, trainer), "fold_0", "checkpoint_final.pth")
+
+    out = train(DATASET, "2d", 0, trainer, env).stdout
+    assert "ImageNet weights loaded" in out and "L2-SP: " in out and "strength 100.0 x lr" in out
+    first = torch.load(final, map_location="cpu", weights_only=False)
+    group = first["optimizer_state"]["param_groups"][0]
+    anchors, n = group["l2sp_anchors"], len(group["params"])
+    assert len(anchors) == n > 0 and group["weight_decay"] == 0.0
+    assert "l2sp_anchors" not in first["optimizer_state"]["param_groups"][1]
+
+    out = train(DATASET, "2d", 0, trainer, dict(env, nnUNet_xdim_epochs="2"), extra=["--c"]).stdout
+    assert "weights come from a checkpoint" in out and "L2-SP: " in out
+    second = torch.load(final, map_location="cpu", weights_only=False)
+    assert second["current_epoch"] == 2
+    kept = second["optimizer_state"]["param_groups"][0]["l2sp_anchors"]
+    assert all(torch.equal(a, b) for a, b in zip(anchors, kept))
+    # the anchors are not the weights the run continued from: the encoder did train in epoch 1
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2_xdim.trainers.variants import nnUNetTrainerXDimEfficientNetLite0
+    folder = _results(env, trainer)
+    plans = PlansManager(os.path.join(folder, "plans.json"))
+    labels = json.load(open(os.path.join(folder, "dataset.json")))["labels"]
+    net = nnUNetTrainerXDimEfficientNetLite0.build_network_architecture(
+        plans, plans.get_configuration("2d"), 1, len(labels))
+    net.load_state_dict(first["network_weights"])
+    encoder = list(net.pretrained_parameters())
+    assert [a.shape for a in anchors] == [p.shape for p in encoder]
+    assert not all(torch.equal(a, p) for a, p in zip(anchors, encoder))

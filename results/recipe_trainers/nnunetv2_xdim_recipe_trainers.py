@@ -10,21 +10,25 @@ import torch
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
+                                             nnUNetTrainerXDimEfficientNetLite0_SliceWise,
+                                             nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite1,
                                              nnUNetTrainerXDimEfficientNetLite1_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite2,
                                              nnUNetTrainerXDimEfficientNetLite2_Scratch)
 
 
-# Every arm names its optimiser, so that an arm stays the recipe it was measured with when the package's default
-# changes. The study's first reference arms (pretrained, scratch, lite1/2) and every one-factor arm that does not
-# name AdamW use nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2), the XDim trainers' default before 2026-12.
+# Every arm names its optimiser and its L2-SP strength (0: plain weight decay), so that an arm stays the recipe it
+# was measured with when the package's default changes. The study's first reference arms (pretrained, scratch,
+# lite1/2) and every one-factor arm that does not name AdamW use nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2),
+# the XDim trainers' default before 2026-12.
 
 def _sgd_arm(base: type) -> type:
     """`base` with nnU-Net's SGD pinned, named nnUNetTrainerXDim<Lite0>R_SGD[_Scratch]"""
     backbone, _, twin = base.__name__[len("nnUNetTrainerXDimEfficientNet"):].partition("_")
     name = f"nnUNetTrainerXDim{backbone}R_SGD" + (f"_{twin}" if twin else "")
-    return type(name, (base,), {"optimizer_name": "sgd", "__module__": __name__, "__doc__": f"{base.__name__}, SGD"})
+    return type(name, (base,), {"optimizer_name": "sgd", "l2sp_strength": 0.0, "__module__": __name__,
+                                "__doc__": f"{base.__name__}, SGD"})
 
 
 nnUNetTrainerXDimLite0R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite0)  # the `pretrained` arm
@@ -63,6 +67,7 @@ class nnUNetTrainerXDimLite0R_FrozenEncoder(nnUNetTrainerXDimLite0R_SGD):
 class nnUNetTrainerXDimLite0R_AdamW(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW, lr 1e-3, weight decay 1e-2 (instead of SGD momentum 0.99, lr 1e-2)"""
     optimizer_name = "adamw"
+    l2sp_strength = 0.0
 
 
 class nnUNetTrainerXDimLite0R_AdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_Scratch):
@@ -141,6 +146,7 @@ class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimLite0R_SGD):
 class nnUNetTrainerXDimLite0R_AdamWInstance(nnUNetTrainerXDimEfficientNetLite0):
     """the two best pretrained arms on their own axes combined: AdamW and BatchNorm converted to InstanceNorm"""
     optimizer_name = "adamw"
+    l2sp_strength = 0.0
     encoder_norm = "instance"
     encoder_norm_3d = "instance"
 
@@ -235,6 +241,7 @@ class nnUNetTrainerXDimLite0R_Transfuse3(nnUNetTrainerXDimLite0R_Transfuse2):
 class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW with the encoder at the decoder's rate: against adamw_scratch only the initialisation differs"""
     optimizer_name = "adamw"
+    l2sp_strength = 0.0
     encoder_lr_factor = 1.0
 
 
@@ -247,6 +254,7 @@ class nnUNetTrainerXDimLite0R_AdamWFreeze10(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW with the encoder frozen for the first 10 % of epochs (the decoder first learns to read the ImageNet
     features); its twin is adamw_scratch, for which a frozen phase is meaningless"""
     optimizer_name = "adamw"
+    l2sp_strength = 0.0
     freeze_encoder_fraction = 0.1
 
 
@@ -254,39 +262,39 @@ class nnUNetTrainerXDimLite0R_AdamWL2SP(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW whose encoder weight decay pulls toward the ImageNet weights instead of toward zero: decoupled L2-SP
     (after Li et al., ICML 2018, "Explicit inductive bias for transfer learning"), the classic regulariser for
     fine-tuning on few samples. After every step each encoder parameter moves the fraction
-    `l2sp_strength` x (its group's learning rate) of the way back to its ImageNet value.
+    `l2sp_strength` x (its group's learning rate) of the way back to its ImageNet value (the package's
+    `l2sp_strength`, trainers/base.py; before 2026-12-02 the same update lived in this class).
 
     With AdamW a step moves a weight by about its learning rate (1e-4 for the encoder), so the pull holds the
     drift near 1 / l2sp_strength = 0.01 (conv weights are ~0.05-0.1): between the frozen encoder (drift 0) and
-    free fine-tuning. Its twin is adamw_scratch (a pull toward random weights carries no prior).
-    The anchors are taken when the ImageNet weights are loaded, so a run continued with --c anchors at its
-    checkpoint (the study never continues runs)."""
+    free fine-tuning. Its twin is adamw_scratch (a pull toward random weights carries no prior)."""
     optimizer_name = "adamw"
     l2sp_strength = 100.0
-
-    def configure_optimizers(self):
-        optimizer, scheduler = super().configure_optimizers()
-        optimizer.param_groups[0]["weight_decay"] = 0.0  # group 0 is the encoder (base.configure_optimizers)
-        return optimizer, scheduler
-
-    def maybe_load_imagenet_weights(self) -> None:
-        super().maybe_load_imagenet_weights()
-        encoder = self.optimizer.param_groups[0]
-        anchors = [p.detach().clone() for p in encoder["params"]]
-        strength = self.l2sp_strength
-
-        def pull_to_imagenet(optimizer, args, kwargs):
-            rate = min(1.0, encoder["lr"] * strength)
-            if rate > 0:
-                with torch.no_grad():
-                    for p, anchor in zip(encoder["params"], anchors):
-                        p.lerp_(anchor, rate)
-
-        self.optimizer.register_step_post_hook(pull_to_imagenet)
-        self.print_to_log_file(f"L2-SP: {len(anchors)} encoder tensors pulled toward their ImageNet values, "
-                               f"strength {strength} x lr")
 
 
 class nnUNetTrainerXDimLite0R_AdamWL2SP1000(nnUNetTrainerXDimLite0R_AdamWL2SP):
     """L2-SP ten times stronger: drift held near 0.001, close to a frozen encoder (BatchNorm statistics still adapt)"""
     l2sp_strength = 1000.0
+
+
+class nnUNetTrainerXDimLite0R_AdamWL2SP30(nnUNetTrainerXDimLite0R_AdamWL2SP):
+    """L2-SP at strength 30: drift held near 0.03"""
+    l2sp_strength = 30.0
+
+
+class nnUNetTrainerXDimLite0R_AdamWL2SP300(nnUNetTrainerXDimLite0R_AdamWL2SP):
+    """L2-SP at strength 300: drift held near 0.003"""
+    l2sp_strength = 300.0
+
+
+class nnUNetTrainerXDimLite0R_SliceWiseAdamW(nnUNetTrainerXDimEfficientNetLite0_SliceWise):
+    """3D by the slice-wise mode instead of inflation: the 2D ImageNet encoder, unchanged, reads every slice
+    (no kernel is inflated, so the pretrained features are exactly ImageNet's); AdamW. 3d_fullres only (in 2d
+    it is the adamw arm)"""
+    optimizer_name = "adamw"
+    l2sp_strength = 0.0
+
+
+class nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch):
+    """scratch twin of the slice-wise AdamW arm"""
+    optimizer_name = "adamw"
