@@ -26,7 +26,8 @@ results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10,
 norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
 adamw_enc_lr_1, adamw_freeze_10, adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and adamw_l2sp_1000 (encoder decay
 toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and its twin adamw_instance_scratch,
-slicewise_adamw and its twin slicewise_adamw_scratch (3d_fullres by the slice-wise mode instead of inflation)),
+slicewise_adamw and its twin slicewise_adamw_scratch, stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
+by the slice-wise or the stacked mode instead of inflation)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`. Finished
 runs are kept and skipped, so the study grows run by run.
 
@@ -79,6 +80,8 @@ ARMS = {
     "adamw_l2sp_300": "nnUNetTrainerXDimLite0R_AdamWL2SP300",
     "slicewise_adamw": "nnUNetTrainerXDimLite0R_SliceWiseAdamW",
     "slicewise_adamw_scratch": "nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch",
+    "stacked_adamw": "nnUNetTrainerXDimLite0R_StackedAdamW",
+    "stacked_adamw_scratch": "nnUNetTrainerXDimLite0R_StackedAdamW_Scratch",
     "transfuse_1": "nnUNetTrainerXDimLite0R_Transfuse1",
     "transfuse_2": "nnUNetTrainerXDimLite0R_Transfuse2",
     "transfuse_3": "nnUNetTrainerXDimLite0R_Transfuse3",
@@ -93,13 +96,14 @@ ARMS = {
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
          "adamw_freeze_10": "adamw_scratch", "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
          "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
-         "slicewise_adamw": "slicewise_adamw_scratch",
+         "slicewise_adamw": "slicewise_adamw_scratch", "stacked_adamw": "stacked_adamw_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
 # the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
 BASES = {"adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
          "adamw_freeze_10": "adamw", "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
          "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
-         "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch"}
+         "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
+         "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch"}
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs

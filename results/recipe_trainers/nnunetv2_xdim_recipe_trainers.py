@@ -12,6 +12,8 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite0_SliceWise,
                                              nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch,
+                                             nnUNetTrainerXDimEfficientNetLite0_Stacked,
+                                             nnUNetTrainerXDimEfficientNetLite0_Stacked_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite1,
                                              nnUNetTrainerXDimEfficientNetLite1_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite2,
@@ -297,4 +299,16 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamW(nnUNetTrainerXDimEfficientNetLite0_
 
 class nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch):
     """scratch twin of the slice-wise AdamW arm"""
+    optimizer_name = "adamw"
+
+
+class nnUNetTrainerXDimLite0R_StackedAdamW(nnUNetTrainerXDimEfficientNetLite0_Stacked):
+    """3D by the stacked mode instead of inflation: a random 3D stem compresses depth into 3-channel slabs that
+    the 2D ImageNet encoder reads unchanged (pseudo-RGB, no kernel inflated); AdamW. 3d_fullres only"""
+    optimizer_name = "adamw"
+    l2sp_strength = 0.0
+
+
+class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_Stacked_Scratch):
+    """scratch twin of the stacked AdamW arm"""
     optimizer_name = "adamw"
