@@ -511,7 +511,9 @@ def main():
                                        iterations=args.iterations))
                     done = [r for r in load_runs(runs_csv) if run_key(r) == key]
                     summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
-                    if done and os.path.isfile(summary):
+                    # finished: recorded with its curve (the work folder may be gone: a new machine), or
+                    # recorded and its work folder still there to read the curve from
+                    if done and (done[0].get("pseudo_dice") or os.path.isfile(summary)):
                         continue
                     # a finished fold of another budget would be skipped by nnU-Net: start it anew
                     shutil.rmtree(os.path.join(model, f"fold_{fold}"), ignore_errors=True)
