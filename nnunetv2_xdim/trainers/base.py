@@ -169,8 +169,10 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         if isinstance(filename_or_checkpoint, str):
-            # nnU-Net 2.8's load_checkpoint only works with a file name: read it here too, pass the name on
-            state = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)["optimizer_state"]
+            # nnU-Net 2.8's load_checkpoint only works with a file name: read it here too, pass the name on.
+            # mmap: only the optimiser's state is touched, the network's weights are not read twice
+            state = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False,
+                               mmap=True)["optimizer_state"]
         else:
             state = filename_or_checkpoint["optimizer_state"]
         saved = optimizer_name_of(state)
