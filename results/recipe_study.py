@@ -29,18 +29,21 @@ toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and
 slicewise_adamw and its twin slicewise_adamw_scratch, stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
 by the slice-wise or the stacked mode instead of inflation)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`. Finished
-runs are kept and skipped, so the study grows run by run.
+runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone
+(re-invoking with more --repeats than are finished would start the missing runs instead).
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
     python results/recipe_study.py DATA --configs 2d --train-cases 1 --spacing-2d 1 --gpu-memory-target 1.2 \
         --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # native 1 mm; batch 16 as at 2 mm
+    python results/recipe_study.py --report-only --configs 3d_fullres --train-cases 2 --epochs 8 --iterations 25
 """
 import argparse
 import csv
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -121,8 +124,7 @@ def _resample(img: sitk.Image, spacing: float, label: bool) -> sitk.Image:
 
 def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> str:
     """case_*/FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz -> Dataset<id>_BraTS18dev<spacing>mm (channels FLAIR, T1)."""
-    name = f"Dataset{dataset_id}_BraTS18dev{str(spacing).replace('.', 'p')}mm"
-    out = os.path.join(raw_root, name)
+    out = os.path.join(raw_root, dataset_name(dataset_id, spacing))
     if os.path.isfile(os.path.join(out, "dataset.json")):
         return out
     cases = sorted(d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d)))
@@ -149,6 +151,10 @@ def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> s
                    "description": f"brats18_dev resampled to {spacing} mm for the recipe study"}, f, indent=1)
     os.rename(tmp, out)
     return out
+
+
+def dataset_name(dataset_id: int, spacing: float) -> str:
+    return f"Dataset{dataset_id}_BraTS18dev{str(spacing).replace('.', 'p')}mm"
 
 
 def dataset_id(config: str, train_cases, spacing: float) -> int:
@@ -423,11 +429,67 @@ def report(out_dir, stem, rows, curves, missing, args_line):
     fig.savefig(os.path.join(out_dir, f"{stem}_curves.png"), dpi=110)
 
 
+def write_report(args, config, spacing, plans, n_train, name, runs_csv, args_line):
+    """The report of one config / number of training cases / spacing / plans / budget, from every recorded run
+    (also those of other study processes and machines)."""
+    # curves of every finished run of this budget (also those of other study processes)
+    rows = [r for r in load_runs(runs_csv) if r["config"] == config and int(r["train_cases"]) == n_train
+            and float(r["spacing"]) == spacing and plans_name(r) == plans
+            and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
+    # runs.csv keeps every run's curve; runs recorded before it did get theirs from the work folder, if it is
+    # still there (it is not committed), and runs.csv is completed with them
+    curves, found, missing = {}, {}, []
+    for r in rows:
+        if r.get("pseudo_dice"):
+            curves.setdefault(r["arm"], []).append((int(r["fold"]), [float(x) for x in r["pseudo_dice"].split()]))
+            continue
+        model = os.path.join(args.work, results_folder(r["repeat"], args.epochs, args.iterations), name,
+                             f"{r['trainer']}__{plans}__{config}")
+        try:
+            found[run_key(r)] = curve_of(model, int(r["fold"]))
+            curves.setdefault(r["arm"], []).append((int(r["fold"]), found[run_key(r)]))
+        except FileNotFoundError:
+            missing.append(f"{r['arm']} fold {r['fold']} repeat {r['repeat']}")
+    if found:
+        record_run(runs_csv, curves=found)
+    stem = ((config if not args.train_cases else f"{config}_train{n_train}")
+            + ("" if spacing == DEFAULT_SPACING[config] else f"_{spacing:g}mm")
+            + ("" if plans == "nnUNetPlans" else f"_{plans[len('nnUNetPlans_'):]}")
+            + budget_suffix(args.epochs, args.iterations))
+    md = os.path.join(args.out, f"{stem}.md")
+    if args.report_only and os.path.isfile(md):
+        # the report keeps naming the command that trained the runs, not the one that re-read them
+        m = re.search(r"^- command \(latest invocation[^`]*`([^`]*)`", open(md).read(), re.M)
+        args_line = m.group(1) if m else args_line
+    report(args.out, stem, rows, curves, missing, args_line)
+    print(open(os.path.join(args.out, f"{stem}.md")).read())
+
+
+def report_recorded(args, config, runs_csv, args_line):
+    """--report-only: the report from runs.csv alone, with the dataset, plans and number of training cases the
+    training invocation would have used."""
+    spacing = args.spacing_2d if config == "2d" else args.spacing_3d
+    plans = f"nnUNetPlans_{args.gpu_memory_target:g}GB" if args.gpu_memory_target else "nnUNetPlans"
+    budget = [r for r in load_runs(runs_csv) if r["config"] == config and float(r["spacing"]) == spacing
+              and plans_name(r) == plans and int(r["epochs"]) == args.epochs
+              and int(r["iterations"]) == args.iterations]
+    # without --train-cases a fold trains on all its cases (more than any --train-cases allows)
+    n_train = args.train_cases or max((int(r["train_cases"]) for r in budget if int(r["train_cases"]) > MAX_SCARCE),
+                                      default=0)
+    if not any(int(r["train_cases"]) == n_train for r in budget):
+        raise SystemExit(f"{runs_csv}: no recorded {config} run at {spacing} mm, plans {plans}, "
+                         f"{n_train or 'all'} training case(s), {args.epochs} x {args.iterations} iterations; "
+                         "check --configs, --train-cases, --spacing-*, --gpu-memory-target, --epochs, --iterations")
+    name = dataset_name(dataset_id(config, args.train_cases, spacing), spacing)
+    write_report(args, config, spacing, plans, n_train, name, runs_csv, args_line)
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("data", help="folder of case_*/ with FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz (brats18_dev)")
+    ap.add_argument("data", nargs="?",
+                    help="folder of case_*/ with FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz (brats18_dev)")
     ap.add_argument("--configs", nargs="+", default=["2d"], choices=list(DATASET_IDS))
     ap.add_argument("--arms", nargs="+", default=["pretrained", "scratch", "default"], choices=list(ARMS))
     ap.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2])
@@ -455,7 +517,12 @@ def main():
     ap.add_argument("--work", default=os.path.join(os.path.dirname(HERE), ".recipe_work"),
                     help="nnU-Net folders of the study (raw, preprocessed, results; not committed)")
     ap.add_argument("--out", default=os.path.join(HERE, "recipe_study"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: rewrite the report of --configs / --train-cases / spacing / plans / budget "
+                         "from the runs recorded in runs.csv (no data needed; --arms, --folds, --repeats ignored)")
     args = ap.parse_args()
+    if not args.data and not args.report_only:
+        ap.error("the data folder is needed (only --report-only works without it)")
 
     os.makedirs(args.out, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), nnUNet_def_n_proc="2",
@@ -470,6 +537,10 @@ def main():
     log = os.path.join(args.work, "commands.log")
     runs_csv = os.path.join(args.out, "runs.csv")
     args_line = "python results/recipe_study.py <brats18_dev> " + " ".join(sys.argv[2:])
+    if args.report_only:
+        for config in args.configs:
+            report_recorded(args, config, runs_csv, args_line)
+        return
 
     for config in args.configs:
         spacing = args.spacing_2d if config == "2d" else args.spacing_3d
@@ -535,33 +606,7 @@ def main():
                                      pseudo_dice=format_curve(curve_of(model, fold))))
                     print(f"    Dice {np.round(per_case, 3)} in {wall / 60:.1f} min", flush=True)
 
-        # curves of every finished run of this budget (also those of other study processes)
-        rows = [r for r in load_runs(runs_csv) if r["config"] == config and int(r["train_cases"]) == n_train
-                and float(r["spacing"]) == spacing and plans_name(r) == plans
-                and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
-        # runs.csv keeps every run's curve; runs recorded before it did get theirs from the work folder, if it is
-        # still there (it is not committed), and runs.csv is completed with them
-        curves, found, missing = {}, {}, []
-        for r in rows:
-            if r.get("pseudo_dice"):
-                curves.setdefault(r["arm"], []).append((int(r["fold"]), [float(x) for x in r["pseudo_dice"].split()]))
-                continue
-            model = os.path.join(args.work, results_folder(r["repeat"], args.epochs, args.iterations), name,
-                                 f"{r['trainer']}__{plans}__{config}")
-            try:
-                found[run_key(r)] = curve_of(model, int(r["fold"]))
-                curves.setdefault(r["arm"], []).append((int(r["fold"]), found[run_key(r)]))
-            except FileNotFoundError:
-                missing.append(f"{r['arm']} fold {r['fold']} repeat {r['repeat']}")
-        if found:
-            record_run(runs_csv, curves=found)
-        stem = ((config if not args.train_cases else f"{config}_train{n_train}")
-                + ("" if spacing == DEFAULT_SPACING[config] else f"_{spacing:g}mm")
-                + ("" if plans == "nnUNetPlans" else f"_{plans[len('nnUNetPlans_'):]}")
-                + budget_suffix(args.epochs, args.iterations))
-        report(args.out, stem, rows, curves, missing, args_line)
-        print(open(os.path.join(args.out, f"{stem}.md")).read())
-
+        write_report(args, config, spacing, plans, n_train, name, runs_csv, args_line)
 
 if __name__ == "__main__":
     main()
