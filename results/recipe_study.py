@@ -580,11 +580,10 @@ def main():
                     key = run_key(dict(config=config, spacing=spacing, plans=plans_desc, arm=arm, fold=fold,
                                        repeat=repeat, train_cases=n_train, epochs=args.epochs,
                                        iterations=args.iterations))
-                    done = [r for r in load_runs(runs_csv) if run_key(r) == key]
                     summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
-                    # finished: recorded with its curve (the work folder may be gone: a new machine), or
-                    # recorded and its work folder still there to read the curve from
-                    if done and (done[0].get("pseudo_dice") or os.path.isfile(summary)):
+                    # a recorded run is finished, also when its curve was lost with its work folder (the report
+                    # says so): training it again would replace its result in runs.csv
+                    if any(run_key(r) == key for r in load_runs(runs_csv)):
                         continue
                     # a finished fold of another budget would be skipped by nnU-Net: start it anew
                     shutil.rmtree(os.path.join(model, f"fold_{fold}"), ignore_errors=True)
