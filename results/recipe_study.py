@@ -22,7 +22,8 @@ Arms (--arms, default: pretrained scratch default): `pretrained` EfficientNet-Li
 (nnUNetTrainerXDimLite0R_SGD: the XDim trainers' default recipe until 2026-12; older rows of runs.csv name it
 nnUNetTrainerXDimEfficientNetLite0), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, `adamw` and
 `adamw_scratch` (the trainers' default recipe since then), and one-factor variants of `pretrained` from
-results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder, norm_frozen,
+results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder and its control
+frozen_random_encoder (the same frozen encoder without ImageNet weights; compared with frozen_encoder), norm_frozen,
 norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
 adamw_enc_lr_1, adamw_freeze_10, adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and adamw_l2sp_1000 (encoder decay
 toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and its twin adamw_instance_scratch,
@@ -66,6 +67,7 @@ ARMS = {
     "warmup_25": "nnUNetTrainerXDimLite0R_Warmup25",
     "freeze_10": "nnUNetTrainerXDimLite0R_Freeze10",
     "frozen_encoder": "nnUNetTrainerXDimLite0R_FrozenEncoder",
+    "frozen_random_encoder": "nnUNetTrainerXDimLite0R_FrozenRandomEncoder",
     "adamw": "nnUNetTrainerXDimLite0R_AdamW",
     "adamw_scratch": "nnUNetTrainerXDimLite0R_AdamW_Scratch",
     "norm_frozen": "nnUNetTrainerXDimLite0R_NormFrozen",
@@ -102,7 +104,8 @@ TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_ins
          "slicewise_adamw": "slicewise_adamw_scratch", "stacked_adamw": "stacked_adamw_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
 # the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
-BASES = {"adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
+BASES = {"frozen_random_encoder": "frozen_encoder",
+         "adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
          "adamw_freeze_10": "adamw", "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
          "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
          "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
@@ -338,8 +341,8 @@ def report(out_dir, stem, rows, curves, missing, args_line):
              "- a difference counts as a gain only where the mean paired difference exceeds its spread; with "
              f"{len(folds)} folds that is a weak signal, not a significant result",
              "- 'vs current recipe': a one-factor arm against the arm it changes (pretrained, or scratch for a "
-             "scratch arm; adamw, or adamw_scratch, for the AdamW variants), i.e. the effect of that factor "
-             "alone", "",
+             "scratch arm; adamw, or adamw_scratch, for the AdamW variants; frozen_encoder for its random control), "
+             "i.e. the effect of that factor alone", "",
              "| arm | trainer | runs | Dice per fold (mean of repeats) | mean ± std | vs scratch twin | "
              "vs nnU-Net default | vs current recipe | wall time per run |", "|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:

@@ -66,6 +66,15 @@ class nnUNetTrainerXDimLite0R_FrozenEncoder(nnUNetTrainerXDimLite0R_SGD):
     freeze_encoder_fraction = 1.0
 
 
+class nnUNetTrainerXDimLite0R_FrozenRandomEncoder(nnUNetTrainerXDimLite0R_FrozenEncoder):
+    """control of the frozen probe: the same frozen encoder left at its random initialisation. If ImageNet's fixed
+    features segment no better than random fixed ones, they carry nothing this task can use at this budget"""
+
+    def maybe_load_imagenet_weights(self) -> None:
+        self.print_to_log_file(f"Encoder: random initialisation kept, frozen ({self.__class__.__name__} is the "
+                               "random control of the frozen-encoder probe; ImageNet weights not loaded)")
+
+
 class nnUNetTrainerXDimLite0R_AdamW(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW, lr 1e-3, weight decay 1e-2 (instead of SGD momentum 0.99, lr 1e-2)"""
     optimizer_name = "adamw"
