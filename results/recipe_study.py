@@ -436,9 +436,7 @@ def write_report(args, config, spacing, plans, n_train, name, runs_csv, args_lin
     """The report of one config / number of training cases / spacing / plans / budget, from every recorded run
     (also those of other study processes and machines)."""
     # curves of every finished run of this budget (also those of other study processes)
-    rows = [r for r in load_runs(runs_csv) if r["config"] == config and int(r["train_cases"]) == n_train
-            and float(r["spacing"]) == spacing and plans_name(r) == plans
-            and int(r["epochs"]) == args.epochs and int(r["iterations"]) == args.iterations]
+    rows = [r for r in recorded_runs(runs_csv, args, config, spacing, plans) if int(r["train_cases"]) == n_train]
     # runs.csv keeps every run's curve; runs recorded before it did get theirs from the work folder, if it is
     # still there (it is not committed), and runs.csv is completed with them
     curves, found, missing = {}, {}, []
@@ -465,17 +463,29 @@ def write_report(args, config, spacing, plans, n_train, name, runs_csv, args_lin
         m = re.search(r"^- command \(latest invocation[^`]*`([^`]*)`", open(md).read(), re.M)
         args_line = m.group(1) if m else args_line
     report(args.out, stem, rows, curves, missing, args_line)
-    print(open(os.path.join(args.out, f"{stem}.md")).read())
+    print(open(md).read())
+
+
+def study_spacing(args, config) -> float:
+    return args.spacing_2d if config == "2d" else args.spacing_3d
+
+
+def study_plans(args) -> str:
+    return f"nnUNetPlans_{args.gpu_memory_target:g}GB" if args.gpu_memory_target else "nnUNetPlans"
+
+
+def recorded_runs(runs_csv, args, config, spacing, plans):
+    """The runs of runs.csv at this config, spacing, plans and budget (every number of training cases)."""
+    return [r for r in load_runs(runs_csv) if r["config"] == config and float(r["spacing"]) == spacing
+            and plans_name(r) == plans and int(r["epochs"]) == args.epochs
+            and int(r["iterations"]) == args.iterations]
 
 
 def report_recorded(args, config, runs_csv, args_line):
     """--report-only: the report from runs.csv alone, with the dataset, plans and number of training cases the
     training invocation would have used."""
-    spacing = args.spacing_2d if config == "2d" else args.spacing_3d
-    plans = f"nnUNetPlans_{args.gpu_memory_target:g}GB" if args.gpu_memory_target else "nnUNetPlans"
-    budget = [r for r in load_runs(runs_csv) if r["config"] == config and float(r["spacing"]) == spacing
-              and plans_name(r) == plans and int(r["epochs"]) == args.epochs
-              and int(r["iterations"]) == args.iterations]
+    spacing, plans = study_spacing(args, config), study_plans(args)
+    budget = recorded_runs(runs_csv, args, config, spacing, plans)
     # without --train-cases a fold trains on all its cases (more than any --train-cases allows)
     n_train = args.train_cases or max((int(r["train_cases"]) for r in budget if int(r["train_cases"]) > MAX_SCARCE),
                                       default=0)
@@ -546,14 +556,12 @@ def main():
         return
 
     for config in args.configs:
-        spacing = args.spacing_2d if config == "2d" else args.spacing_3d
+        spacing = study_spacing(args, config)
         did = dataset_id(config, args.train_cases, spacing)
         raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing)
         name = os.path.basename(raw)
         pre = os.path.join(env["nnUNet_preprocessed"], name)
-        plans = "nnUNetPlans"
-        if args.gpu_memory_target:
-            plans = f"nnUNetPlans_{args.gpu_memory_target:g}GB"
+        plans = study_plans(args)
         if not os.path.isfile(os.path.join(pre, plans + ".json")):
             run(["nnUNetv2_extract_fingerprint", "-d", str(did), "-np", "2"], env, log)
             if args.gpu_memory_target:
