@@ -4,7 +4,8 @@ own commands (issue 7).
 For a real dataset given by path (the six BraTS 2018 cases of ../shared/data/brats18_dev: FLAIR + T1, whole
 tumour) the script
   1. converts it into an nnU-Net dataset, resampled to a coarser isotropic spacing so that CPUs can train it
-     (2 mm for `2d`, 3 mm for `3d_fullres` by default; --spacing-2d/--spacing-3d, 1 = native),
+     (2 mm for `2d`, 3 mm for `3d_fullres` by default; --spacing-2d/--spacing-3d, 1 = native), with FLAIR and
+     T1 as input channels (--modalities T1: T1 alone, a harder task where the tumour is far less visible),
   2. runs `nnUNetv2_plan_and_preprocess` (and, with --gpu-memory-target, `nnUNetv2_plan_experiment
      -gpu_memory_target X -overwrite_plans_name ...` for smaller batches or patches), writes patient-level folds
      (6 cases: 3 folds of 4 training / 2 validation cases; --train-cases K keeps only K of the 4 training
@@ -38,6 +39,7 @@ runs are kept and skipped, so the study grows run by run; --report-only rewrites
     python results/recipe_study.py DATA --configs 2d --train-cases 1 --spacing-2d 1 --gpu-memory-target 1.2 \
         --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # native 1 mm; batch 16 as at 2 mm
     python results/recipe_study.py --report-only --configs 3d_fullres --train-cases 2 --epochs 8 --iterations 25
+    python results/recipe_study.py DATA --configs 2d --train-cases 2 --modalities T1 --arms adamw adamw_scratch default         --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # T1 alone: a harder task, own dataset
 """
 import argparse
 import csv
@@ -113,7 +115,10 @@ BASES = {"frozen_random_encoder": "frozen_encoder",
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
-RUN_FIELDS = ["config", "spacing", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
+MODALITIES = ("FLAIR", "T1")  # the input channels of the study's first datasets; --modalities takes a subset
+# a subset of the channels is a dataset of its own, its id moved down by this (T1 alone at 2 mm in 2d: 471)
+MODALITY_ID_OFFSET = {("FLAIR", "T1"): 0, ("T1",): 500, ("FLAIR",): 600}
+RUN_FIELDS = ["config", "spacing", "modalities", "arm", "trainer", "plans", "fold", "repeat", "train_cases", "epochs", "iterations",
               "dice_mean", "dice_per_case", "wall_s", "device", "machine", "finished", "pseudo_dice"]
 
 
@@ -125,9 +130,10 @@ def _resample(img: sitk.Image, spacing: float, label: bool) -> sitk.Image:
                          img.GetOrigin(), (spacing,) * 3, img.GetDirection(), 0, img.GetPixelID())
 
 
-def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> str:
-    """case_*/FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz -> Dataset<id>_BraTS18dev<spacing>mm (channels FLAIR, T1)."""
-    out = os.path.join(raw_root, dataset_name(dataset_id, spacing))
+def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float, modalities=MODALITIES) -> str:
+    """case_*/FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz -> Dataset<id>_BraTS18dev<spacing>mm[_<modality>] (channels:
+    `modalities`, FLAIR and T1 by default)."""
+    out = os.path.join(raw_root, dataset_name(dataset_id, spacing, modalities))
     if os.path.isfile(os.path.join(out, "dataset.json")):
         return out
     cases = sorted(d for d in os.listdir(data) if os.path.isdir(os.path.join(data, d)))
@@ -138,7 +144,7 @@ def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> s
     os.makedirs(os.path.join(tmp, "imagesTr"))
     os.makedirs(os.path.join(tmp, "labelsTr"))
     for case in cases:
-        for i, mod in enumerate(("FLAIR", "T1")):
+        for i, mod in enumerate(modalities):
             path = os.path.join(data, case, f"{mod}.nii.gz")
             if not os.path.isfile(path):
                 raise SystemExit(f"missing {path}")
@@ -149,21 +155,25 @@ def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float) -> s
         sitk.WriteImage(_resample(seg, spacing, True) if spacing != 1 else seg,
                         os.path.join(tmp, "labelsTr", f"{case}.nii.gz"))
     with open(os.path.join(tmp, "dataset.json"), "w") as f:
-        json.dump({"channel_names": {"0": "FLAIR", "1": "T1"}, "labels": {"background": 0, "tumour": 1},
+        json.dump({"channel_names": {str(i): m for i, m in enumerate(modalities)}, "labels": {"background": 0, "tumour": 1},
                    "numTraining": len(cases), "file_ending": ".nii.gz",
-                   "description": f"brats18_dev resampled to {spacing} mm for the recipe study"}, f, indent=1)
+                   "description": f"brats18_dev ({' + '.join(modalities)}) resampled to {spacing} mm for the recipe "
+                                  "study"}, f, indent=1)
     os.rename(tmp, out)
     return out
 
 
-def dataset_name(dataset_id: int, spacing: float) -> str:
-    return f"Dataset{dataset_id}_BraTS18dev{str(spacing).replace('.', 'p')}mm"
+def dataset_name(dataset_id: int, spacing: float, modalities=MODALITIES) -> str:
+    return (f"Dataset{dataset_id}_BraTS18dev{str(spacing).replace('.', 'p')}mm"
+            + ("" if tuple(modalities) == MODALITIES else "_" + "_".join(modalities)))
 
 
-def dataset_id(config: str, train_cases, spacing: float) -> int:
-    """One dataset (raw, plans, splits, results) per config, number of training cases and spacing. The default
-    spacing keeps the study's first ids; another spacing s moves the id down by 100 s (1 mm: 871, 881, ...)."""
+def dataset_id(config: str, train_cases, spacing: float, modalities=MODALITIES) -> int:
+    """One dataset (raw, plans, splits, results) per config, number of training cases, spacing and input
+    channels. The default spacing keeps the study's first ids; another spacing s moves the id down by 100 s (1 mm:
+    871, 881, ...); a subset of the channels moves it further down (MODALITY_ID_OFFSET)."""
     did = DATASET_IDS[config] if not train_cases else 979 + 2 * train_cases + (config == "3d_fullres")
+    did -= MODALITY_ID_OFFSET[tuple(modalities)]
     return did if spacing == DEFAULT_SPACING[config] else did - int(round(100 * spacing))
 
 
@@ -217,6 +227,7 @@ def load_runs(path):
         r["train_cases"] = r.get("train_cases") or "4"
         # runs recorded before the spacing column: their plans description starts with it ("2.0 mm, plans ...")
         r["spacing"] = r.get("spacing") or r["plans"].split(" mm")[0]
+        r["modalities"] = r.get("modalities") or " ".join(MODALITIES)  # runs from before --modalities
     return rows
 
 
@@ -227,7 +238,7 @@ def plans_name(row) -> str:
 
 def run_key(r) -> tuple:
     """What makes a run unique in runs.csv: a newer run with the same key replaces it."""
-    return (r["config"], float(r["spacing"]), plans_name(r), r["arm"], str(r["fold"]), str(r["repeat"]),
+    return (r["config"], float(r["spacing"]), r.get("modalities") or " ".join(MODALITIES), plans_name(r), r["arm"], str(r["fold"]), str(r["repeat"]),
             str(r["train_cases"]), int(r["epochs"]), int(r["iterations"]))
 
 
@@ -323,13 +334,14 @@ def report(out_dir, stem, rows, curves, missing, args_line):
     """<stem>.md and <stem>_curves.png from the runs `rows` (one config, one number of training cases)."""
     if not rows:
         return
-    config, n_train = rows[0]["config"], rows[0]["train_cases"]
+    config, n_train, mods = rows[0]["config"], rows[0]["train_cases"], rows[0]["modalities"].split()
     arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
     folds = sorted({int(r["fold"]) for r in rows})
     budget = sorted({(r["epochs"], r["iterations"]) for r in rows})
     lines = [f"# Recipe study, `{config}`, {n_train} training case(s) per fold: pretrained vs scratch vs nnU-Net's "
              "default on real data", "",
-             "- data: six real BraTS 2018 cases (brats18_dev), FLAIR + T1, whole-tumour label, resampled to "
+             f"- data: six real BraTS 2018 cases (brats18_dev), {' + '.join(mods)}{' only' * (len(mods) == 1)}, "
+             "whole-tumour label, resampled to "
              f"{rows[0]['plans']}; patient-level folds {folds}, each trained on {n_train} case(s) and validated on "
              "2 held-out cases",
              "- score: Dice of nnU-Net's own final validation (sliding-window prediction of each held-out case, "
@@ -455,6 +467,7 @@ def write_report(args, config, spacing, plans, n_train, name, runs_csv, args_lin
         record_run(runs_csv, curves=found)
     stem = ((config if not args.train_cases else f"{config}_train{n_train}")
             + ("" if spacing == DEFAULT_SPACING[config] else f"_{spacing:g}mm")
+            + ("" if tuple(args.modalities) == MODALITIES else "_" + "_".join(args.modalities))
             + ("" if plans == "nnUNetPlans" else f"_{plans[len('nnUNetPlans_'):]}")
             + budget_suffix(args.epochs, args.iterations))
     md = os.path.join(args.out, f"{stem}.md")
@@ -477,7 +490,8 @@ def study_plans(args) -> str:
 def recorded_runs(runs_csv, args, config, spacing, plans):
     """The runs of runs.csv at this config, spacing, plans and budget (every number of training cases)."""
     return [r for r in load_runs(runs_csv) if r["config"] == config and float(r["spacing"]) == spacing
-            and plans_name(r) == plans and int(r["epochs"]) == args.epochs
+            and r["modalities"] == " ".join(args.modalities) and plans_name(r) == plans
+            and int(r["epochs"]) == args.epochs
             and int(r["iterations"]) == args.iterations]
 
 
@@ -493,7 +507,7 @@ def report_recorded(args, config, runs_csv, args_line):
         raise SystemExit(f"{runs_csv}: no recorded {config} run at {spacing} mm, plans {plans}, "
                          f"{n_train or 'all'} training case(s), {args.epochs} x {args.iterations} iterations; "
                          "check --configs, --train-cases, --spacing-*, --gpu-memory-target, --epochs, --iterations")
-    name = dataset_name(dataset_id(config, args.train_cases, spacing), spacing)
+    name = dataset_name(dataset_id(config, args.train_cases, spacing, args.modalities), spacing, args.modalities)
     write_report(args, config, spacing, plans, n_train, name, runs_csv, args_line)
 
 
@@ -520,6 +534,10 @@ def main():
                     help="mm (1 = native BraTS); any other than the default gets a dataset, runs and a report of its "
                          "own (<stem>_<S>mm.md)")
     ap.add_argument("--spacing-3d", type=float, default=DEFAULT_SPACING["3d_fullres"])
+    ap.add_argument("--modalities", nargs="+", default=list(MODALITIES), choices=MODALITIES,
+                    help="input channels (default FLAIR T1); T1 alone, where the whole tumour is far less visible "
+                         "than in FLAIR, asks whether ImageNet features help where intensity alone does not do; "
+                         "a dataset, runs and a report of its own (<stem>_<modalities>.md)")
     ap.add_argument("--gpu-memory-target", type=float, default=None,
                     help="plan with nnUNetv2_plan_experiment -gpu_memory_target X (GB): smaller batches, then smaller "
                          "patches, than nnU-Net's 8 GB plan; own runs and report (<stem>_<X>GB.md)")
@@ -536,6 +554,7 @@ def main():
     args = ap.parse_args()
     if not args.data and not args.report_only:
         ap.error("the data folder is needed (only --report-only works without it)")
+    args.modalities = [m for m in MODALITIES if m in args.modalities]  # one order: one dataset per subset
 
     os.makedirs(args.out, exist_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), nnUNet_def_n_proc="2",
@@ -557,8 +576,8 @@ def main():
 
     for config in args.configs:
         spacing = study_spacing(args, config)
-        did = dataset_id(config, args.train_cases, spacing)
-        raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing)
+        did = dataset_id(config, args.train_cases, spacing, args.modalities)
+        raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing, args.modalities)
         name = os.path.basename(raw)
         pre = os.path.join(env["nnUNet_preprocessed"], name)
         plans = study_plans(args)
@@ -588,7 +607,8 @@ def main():
                 trainer = ARMS[arm]
                 model = os.path.join(results, name, f"{trainer}__{plans}__{config}")
                 for fold in args.folds:
-                    key = run_key(dict(config=config, spacing=spacing, plans=plans_desc, arm=arm, fold=fold,
+                    key = run_key(dict(config=config, spacing=spacing, modalities=" ".join(args.modalities),
+                                       plans=plans_desc, arm=arm, fold=fold,
                                        repeat=repeat, train_cases=n_train, epochs=args.epochs,
                                        iterations=args.iterations))
                     summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
@@ -607,7 +627,8 @@ def main():
                     wall = time.time() - started
                     s = json.load(open(summary))
                     per_case = [c["metrics"]["1"]["Dice"] for c in s["metric_per_case"]]
-                    record_run(runs_csv, dict(config=config, spacing=spacing, arm=arm, trainer=trainer, plans=plans_desc, fold=fold,
+                    record_run(runs_csv, dict(config=config, spacing=spacing, modalities=" ".join(args.modalities),
+                                              arm=arm, trainer=trainer, plans=plans_desc, fold=fold,
                                      repeat=repeat, train_cases=n_train, epochs=args.epochs,
                                      iterations=args.iterations,
                                      dice_mean=f"{np.mean(per_case):.4f}",
