@@ -432,7 +432,8 @@ def report(out_dir, stem, rows, curves, missing, args_line):
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
     epochs, iterations = budget[0]
-    ax.set_title(f"{config}, {float(rows[0]['spacing']):g} mm ({plans_name(rows[0])}), {n_train} training case(s), "
+    inputs = "" if rows[0]["modalities"] == " ".join(MODALITIES) else f", {rows[0]['modalities']} only"
+    ax.set_title(f"{config}{inputs}, {float(rows[0]['spacing']):g} mm ({plans_name(rows[0])}), {n_train} training case(s), "
                  f"{epochs} x {iterations} iterations\n"
                  "mean of fold means" + ("" if many else ", band = min..max over runs"), fontsize=10)
     if many:
