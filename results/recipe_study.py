@@ -163,9 +163,13 @@ def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float, moda
     return out
 
 
+def modalities_suffix(modalities) -> str:
+    """'' for the default inputs (FLAIR + T1), else e.g. '_T1': names the datasets and reports of a subset."""
+    return "" if tuple(modalities) == MODALITIES else "_" + "_".join(modalities)
+
+
 def dataset_name(dataset_id: int, spacing: float, modalities=MODALITIES) -> str:
-    return (f"Dataset{dataset_id}_BraTS18dev{str(spacing).replace('.', 'p')}mm"
-            + ("" if tuple(modalities) == MODALITIES else "_" + "_".join(modalities)))
+    return f"Dataset{dataset_id}_BraTS18dev{str(spacing).replace('.', 'p')}mm" + modalities_suffix(modalities)
 
 
 def dataset_id(config: str, train_cases, spacing: float, modalities=MODALITIES) -> int:
@@ -432,7 +436,7 @@ def report(out_dir, stem, rows, curves, missing, args_line):
     ax.set_xlabel("training iterations")
     ax.set_ylabel("validation pseudo-Dice (nnU-Net, per epoch)")
     epochs, iterations = budget[0]
-    inputs = "" if rows[0]["modalities"] == " ".join(MODALITIES) else f", {rows[0]['modalities']} only"
+    inputs = "" if tuple(mods) == MODALITIES else f", {' + '.join(mods)} only"
     ax.set_title(f"{config}{inputs}, {float(rows[0]['spacing']):g} mm ({plans_name(rows[0])}), {n_train} training case(s), "
                  f"{epochs} x {iterations} iterations\n"
                  "mean of fold means" + ("" if many else ", band = min..max over runs"), fontsize=10)
@@ -468,7 +472,7 @@ def write_report(args, config, spacing, plans, n_train, name, runs_csv, args_lin
         record_run(runs_csv, curves=found)
     stem = ((config if not args.train_cases else f"{config}_train{n_train}")
             + ("" if spacing == DEFAULT_SPACING[config] else f"_{spacing:g}mm")
-            + ("" if tuple(args.modalities) == MODALITIES else "_" + "_".join(args.modalities))
+            + modalities_suffix(args.modalities)
             + ("" if plans == "nnUNetPlans" else f"_{plans[len('nnUNetPlans_'):]}")
             + budget_suffix(args.epochs, args.iterations))
     md = os.path.join(args.out, f"{stem}.md")
