@@ -401,8 +401,10 @@ def report(out_dir, stem, rows, curves, missing, args_line):
         lines += ["", f"Iterations until the mean validation pseudo-Dice over folds {ref_folds} first reaches nnU-Net's "
                       f"default final value there ({target:.3f}):", ""]
         for arm, fc in curves.items():
-            if not {f for f, _ in fc} >= set(ref_folds):
-                lines.append(f"- {arm}: no curve for every one of these folds")
+            lacking = sorted(set(ref_folds) - {f for f, _ in fc})
+            if lacking:
+                lines.append(f"- {arm}: not measured (no curve on fold{'s' if len(lacking) > 1 else ''} "
+                             f"{', '.join(map(str, lacking))})")
                 continue
             mean = fold_mean_curve(fc, ref_folds)
             hit = np.nonzero(mean >= target)[0]
