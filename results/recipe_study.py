@@ -42,6 +42,7 @@ runs are kept and skipped, so the study grows run by run; --report-only rewrites
     python results/recipe_study.py DATA --configs 2d --train-cases 2 --modalities T1 --arms adamw adamw_scratch default         --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # T1 alone: a harder task, own dataset
 """
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -128,6 +129,24 @@ def _resample(img: sitk.Image, spacing: float, label: bool) -> sitk.Image:
     size = [int(round(sz * sp / spacing)) for sz, sp in zip(img.GetSize(), img.GetSpacing())]
     return sitk.Resample(img, size, sitk.Transform(), sitk.sitkNearestNeighbor if label else sitk.sitkLinear,
                          img.GetOrigin(), (spacing,) * 3, img.GetDirection(), 0, img.GetPixelID())
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str):
+    """Holds an exclusive lock on lock_path, so that two study processes started side by side (one per arm list)
+    never convert or preprocess the same dataset at once: nnU-Net's preprocessing writes its arrays in place, and a
+    second writer fails or corrupts the first one's files. POSIX only; elsewhere it does not lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float, modalities=MODALITIES) -> str:
@@ -584,24 +603,25 @@ def main():
     for config in args.configs:
         spacing = study_spacing(args, config)
         did = dataset_id(config, args.train_cases, spacing, args.modalities)
-        raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing, args.modalities)
-        name = os.path.basename(raw)
-        pre = os.path.join(env["nnUNet_preprocessed"], name)
-        plans = study_plans(args)
-        if not os.path.isfile(os.path.join(pre, plans + ".json")):
-            run(["nnUNetv2_extract_fingerprint", "-d", str(did), "-np", "2"], env, log)
-            if args.gpu_memory_target:
-                run(["nnUNetv2_plan_experiment", "-d", str(did), "-gpu_memory_target", str(args.gpu_memory_target),
-                     "-overwrite_plans_name", plans], env, log)
-            else:
-                run(["nnUNetv2_plan_experiment", "-d", str(did)], env, log)
-            run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
-        elif not os.path.isdir(os.path.join(pre, json.load(open(os.path.join(pre, plans + ".json")))
-                                            ["configurations"][config]["data_identifier"])):
-            run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
-        cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")))
-        splits = make_splits(cases, args.n_folds, args.train_cases)
-        write_splits(pre, splits)
+        with exclusive(os.path.join(args.work, f"dataset{did}.lock")):
+            raw = make_dataset(args.data, env["nnUNet_raw"], did, spacing, args.modalities)
+            name = os.path.basename(raw)
+            pre = os.path.join(env["nnUNet_preprocessed"], name)
+            plans = study_plans(args)
+            if not os.path.isfile(os.path.join(pre, plans + ".json")):
+                run(["nnUNetv2_extract_fingerprint", "-d", str(did), "-np", "2"], env, log)
+                if args.gpu_memory_target:
+                    run(["nnUNetv2_plan_experiment", "-d", str(did), "-gpu_memory_target", str(args.gpu_memory_target),
+                         "-overwrite_plans_name", plans], env, log)
+                else:
+                    run(["nnUNetv2_plan_experiment", "-d", str(did)], env, log)
+                run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
+            elif not os.path.isdir(os.path.join(pre, json.load(open(os.path.join(pre, plans + ".json")))
+                                                ["configurations"][config]["data_identifier"])):
+                run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
+            cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")))
+            splits = make_splits(cases, args.n_folds, args.train_cases)
+            write_splits(pre, splits)
         n_train = len(splits[args.folds[0]]["train"])
         plan = json.load(open(os.path.join(pre, plans + ".json")))["configurations"][config]
         plans_desc = (f"{spacing} mm, plans {plans}: patch {plan['patch_size']}, batch {plan['batch_size']}, "
