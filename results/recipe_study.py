@@ -133,9 +133,10 @@ def _resample(img: sitk.Image, spacing: float, label: bool) -> sitk.Image:
 
 @contextlib.contextmanager
 def exclusive(lock_path: str):
-    """Holds an exclusive lock on lock_path, so that two study processes started side by side (one per arm list)
-    never convert or preprocess the same dataset at once: nnU-Net's preprocessing writes its arrays in place, and a
-    second writer fails or corrupts the first one's files. POSIX only; elsewhere it does not lock."""
+    """Holds an exclusive lock on lock_path for study processes started side by side (one per arm list, core or
+    GPU): they share runs.csv, and must not convert or preprocess the same dataset at once (nnU-Net's preprocessing
+    writes its arrays in place; a second writer fails or corrupts the first one's files). POSIX only; elsewhere it
+    does not lock."""
     try:
         import fcntl
     except ImportError:
@@ -269,9 +270,7 @@ def record_run(path, row=None, curves=None):
     """Add one run to runs.csv (replacing an older run with the same key, budget included), and/or fill in the
     pseudo-Dice curves of recorded runs ({run_key: curve}). Several study processes may share the file (e.g.
     one per core or GPU): the read-modify-write happens under a lock."""
-    import fcntl
-    with open(os.path.join(os.path.dirname(path), ".runs.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(os.path.join(os.path.dirname(path), ".runs.lock")):
         rows = [r for r in load_runs(path) if row is None or run_key(r) != run_key(row)] + ([row] if row else [])
         for r in rows:
             if not r.get("pseudo_dice") and run_key(r) in (curves or {}):
