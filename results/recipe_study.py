@@ -183,6 +183,14 @@ def make_dataset(data: str, raw_root: str, dataset_id: int, spacing: float, moda
     return out
 
 
+def missing_preprocessed_cases(data_dir: str, cases) -> list:
+    """The cases whose preprocessed arrays are not all in data_dir. nnU-Net writes a case's .pkl after its two
+    arrays, so a case is complete when all three are there; a preparation killed midway leaves cases without them,
+    and training on that folder would silently use fewer cases."""
+    have = set(os.listdir(data_dir)) if os.path.isdir(data_dir) else set()
+    return [c for c in cases if not {f"{c}.b2nd", f"{c}_seg.b2nd", f"{c}.pkl"} <= have]
+
+
 def modalities_suffix(modalities) -> str:
     """'' for the default inputs (FLAIR + T1), else e.g. '_T1': names the datasets and reports of a subset."""
     return "" if tuple(modalities) == MODALITIES else "_" + "_".join(modalities)
@@ -614,11 +622,20 @@ def main():
                          "-overwrite_plans_name", plans], env, log)
                 else:
                     run(["nnUNetv2_plan_experiment", "-d", str(did)], env, log)
-                run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
-            elif not os.path.isdir(os.path.join(pre, json.load(open(os.path.join(pre, plans + ".json")))
-                                                ["configurations"][config]["data_identifier"])):
-                run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
             cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")))
+            data_dir = os.path.join(pre, json.load(open(os.path.join(pre, plans + ".json")))
+                                    ["configurations"][config]["data_identifier"])
+            missing = missing_preprocessed_cases(data_dir, cases)
+            if missing:
+                if os.path.isdir(data_dir):
+                    print(f"{data_dir}: {len(missing)} of {len(cases)} cases not preprocessed ({', '.join(missing)}), "
+                          "an earlier preparation was interrupted; preprocessing again", flush=True)
+                # nnU-Net's preprocessing removes the folder first, so a rerun starts clean
+                run(["nnUNetv2_preprocess", "-d", str(did), "-c", config, "-plans_name", plans, "-np", "2"], env, log)
+                missing = missing_preprocessed_cases(data_dir, cases)
+                if missing:
+                    raise SystemExit(f"{data_dir}: nnUNetv2_preprocess left cases {missing} without arrays; "
+                                     f"see {log}")
             splits = make_splits(cases, args.n_folds, args.train_cases)
             write_splits(pre, splits)
         n_train = len(splits[args.folds[0]]["train"])
