@@ -623,8 +623,8 @@ def main():
                 else:
                     run(["nnUNetv2_plan_experiment", "-d", str(did)], env, log)
             cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(raw, "labelsTr")))
-            data_dir = os.path.join(pre, json.load(open(os.path.join(pre, plans + ".json")))
-                                    ["configurations"][config]["data_identifier"])
+            plan = json.load(open(os.path.join(pre, plans + ".json")))["configurations"][config]
+            data_dir = os.path.join(pre, plan["data_identifier"])
             missing = missing_preprocessed_cases(data_dir, cases)
             if missing:
                 if os.path.isdir(data_dir):
@@ -639,7 +639,6 @@ def main():
             splits = make_splits(cases, args.n_folds, args.train_cases)
             write_splits(pre, splits)
         n_train = len(splits[args.folds[0]]["train"])
-        plan = json.load(open(os.path.join(pre, plans + ".json")))["configurations"][config]
         plans_desc = (f"{spacing} mm, plans {plans}: patch {plan['patch_size']}, batch {plan['batch_size']}, "
                       f"{len(plan['architecture']['arch_kwargs']['strides'])} stages")
 
