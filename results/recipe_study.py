@@ -32,14 +32,18 @@ slicewise_adamw and its twin slicewise_adamw_scratch, stacked_adamw and its twin
 by the slice-wise or the stacked mode instead of inflation)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`. Finished
 runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone
-(re-invoking with more --repeats than are finished would start the missing runs instead).
+(re-invoking with more --repeats than are finished would start the missing runs instead). Several study processes
+may run side by side (one per core or GPU, with different --arms, --folds or --repeats): they prepare each dataset
+once and share runs.csv under locks, and a fold that another process is training is skipped with a message, never
+removed or trained twice.
 
     python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
     python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
-    python results/recipe_study.py DATA --configs 2d --train-cases 1 --spacing-2d 1 --gpu-memory-target 1.2 \
+    python results/recipe_study.py DATA --configs 2d --train-cases 1 --spacing-2d 1 --gpu-memory-target 1.2 \\
         --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # native 1 mm; batch 16 as at 2 mm
     python results/recipe_study.py --report-only --configs 3d_fullres --train-cases 2 --epochs 8 --iterations 25
-    python results/recipe_study.py DATA --configs 2d --train-cases 2 --modalities T1 --arms adamw adamw_scratch default         --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # T1 alone: a harder task, own dataset
+    python results/recipe_study.py DATA --configs 2d --train-cases 2 --modalities T1 --arms adamw adamw_scratch default \\
+        --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # T1 alone: a harder task, own dataset
 """
 import argparse
 import contextlib
@@ -132,20 +136,25 @@ def _resample(img: sitk.Image, spacing: float, label: bool) -> sitk.Image:
 
 
 @contextlib.contextmanager
-def exclusive(lock_path: str):
+def exclusive(lock_path: str, wait: bool = True):
     """Holds an exclusive lock on lock_path for study processes started side by side (one per arm list, core or
     GPU): they share runs.csv, and must not convert or preprocess the same dataset at once (nnU-Net's preprocessing
-    writes its arrays in place; a second writer fails or corrupts the first one's files). POSIX only; elsewhere it
-    does not lock."""
+    writes its arrays in place; a second writer fails or corrupts the first one's files). Yields whether the lock
+    is held: with wait=False it yields False at once when another process holds it. POSIX only; elsewhere it
+    does not lock (and yields True)."""
     try:
         import fcntl
     except ImportError:
-        yield
+        yield True
         return
     with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -290,6 +299,26 @@ def record_run(path, row=None, curves=None):
             w.writeheader()
             w.writerows(rows)
         os.replace(path + ".tmp", path)
+
+
+@contextlib.contextmanager
+def fold_to_train(model: str, fold: int, key: tuple, runs_csv: str):
+    """Claims fold `fold` of the model folder `model` for this process and yields why to skip it, or None: train
+    it, its old folder is removed. The claim lasts until the run is recorded. Study processes started side by side
+    may list the same arm and fold; unclaimed, the second would remove the first one's run in progress."""
+    os.makedirs(model, exist_ok=True)
+    # a dot file: nnU-Net looks for fold_* folders only
+    with exclusive(os.path.join(model, f".fold_{fold}.lock"), wait=False) as held:
+        if not held:
+            yield "another study process is training it"
+        # a recorded run is finished, also when its curve was lost with its work folder (the report says so):
+        # training it again would replace its result in runs.csv
+        elif any(run_key(r) == key for r in load_runs(runs_csv)):
+            yield "recorded"
+        else:
+            # a finished fold of another budget would be skipped by nnU-Net: start it anew
+            shutil.rmtree(os.path.join(model, f"fold_{fold}"), ignore_errors=True)
+            yield None
 
 
 def format_curve(curve) -> str:
@@ -654,30 +683,28 @@ def main():
                                        repeat=repeat, train_cases=n_train, epochs=args.epochs,
                                        iterations=args.iterations))
                     summary = os.path.join(model, f"fold_{fold}", "validation", "summary.json")
-                    # a recorded run is finished, also when its curve was lost with its work folder (the report
-                    # says so): training it again would replace its result in runs.csv
-                    if any(run_key(r) == key for r in load_runs(runs_csv)):
-                        continue
-                    # a finished fold of another budget would be skipped by nnU-Net: start it anew
-                    shutil.rmtree(os.path.join(model, f"fold_{fold}"), ignore_errors=True)
-                    started = time.time()
-                    print(f"[{time.strftime('%H:%M:%S')}] {config} {arm} fold {fold} repeat {repeat}, "
-                          f"{n_train} training case(s)", flush=True)
-                    run(train_command(args.threads) + [str(did), config, str(fold), "-tr", trainer, "-p", plans,
-                                                       "-device", args.device],
-                        dict(env, nnUNet_results=results, nnUNet_n_proc_DA="0"), log)
-                    wall = time.time() - started
-                    s = json.load(open(summary))
-                    per_case = [c["metrics"]["1"]["Dice"] for c in s["metric_per_case"]]
-                    record_run(runs_csv, dict(config=config, spacing=spacing, modalities=" ".join(args.modalities),
-                                              arm=arm, trainer=trainer, plans=plans_desc, fold=fold,
-                                     repeat=repeat, train_cases=n_train, epochs=args.epochs,
-                                     iterations=args.iterations,
-                                     dice_mean=f"{np.mean(per_case):.4f}",
-                                     dice_per_case=" ".join(f"{d:.4f}" for d in per_case), wall_s=f"{wall:.0f}",
-                                     device=args.device, machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M"),
-                                     pseudo_dice=format_curve(curve_of(model, fold))))
-                    print(f"    Dice {np.round(per_case, 3)} in {wall / 60:.1f} min", flush=True)
+                    with fold_to_train(model, fold, key, runs_csv) as skip:
+                        if skip:
+                            if skip != "recorded":
+                                print(f"{config} {arm} fold {fold} repeat {repeat}: skipped, {skip}", flush=True)
+                            continue
+                        started = time.time()
+                        print(f"[{time.strftime('%H:%M:%S')}] {config} {arm} fold {fold} repeat {repeat}, "
+                              f"{n_train} training case(s)", flush=True)
+                        run(train_command(args.threads) + [str(did), config, str(fold), "-tr", trainer, "-p", plans,
+                                                           "-device", args.device],
+                            dict(env, nnUNet_results=results, nnUNet_n_proc_DA="0"), log)
+                        wall = time.time() - started
+                        s = json.load(open(summary))
+                        per_case = [c["metrics"]["1"]["Dice"] for c in s["metric_per_case"]]
+                        record_run(runs_csv, dict(
+                            config=config, spacing=spacing, modalities=" ".join(args.modalities), arm=arm,
+                            trainer=trainer, plans=plans_desc, fold=fold, repeat=repeat, train_cases=n_train,
+                            epochs=args.epochs, iterations=args.iterations, dice_mean=f"{np.mean(per_case):.4f}",
+                            dice_per_case=" ".join(f"{d:.4f}" for d in per_case), wall_s=f"{wall:.0f}",
+                            device=args.device, machine=machine(), finished=time.strftime("%Y-%m-%d %H:%M"),
+                            pseudo_dice=format_curve(curve_of(model, fold))))
+                        print(f"    Dice {np.round(per_case, 3)} in {wall / 60:.1f} min", flush=True)
 
         write_report(args, config, spacing, plans, n_train, name, runs_csv, args_line)
 
