@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from .plan import PlanArch
+from .plan import PlanArch, check_full_resolution_first_stage
 
 
 def fold_depth(x: torch.Tensor) -> torch.Tensor:
@@ -60,13 +60,11 @@ def in_plane_plan(plan: PlanArch) -> PlanArch:
                    dropout_op=_planar_op(plan.dropout_op))
 
 
-def check_full_resolution_first_stage(plan: PlanArch) -> None:
+def check_3d_plan(plan: PlanArch) -> None:
     if plan.dim != 3:
         raise ValueError(f"this 3D mode needs a 3D plan ('3d_fullres', '3d_lowres', '3d_cascade_fullres'), "
                          f"got a {plan.dim}D one")
-    if any(s != 1 for s in plan.strides[0]):
-        raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
-                         f"full-resolution first stage (stride 1), as nnU-Net plans it")
+    check_full_resolution_first_stage(plan)
 
 
 def memory_options(extras: dict, default_chunk: int, default_checkpoint: bool) -> Tuple[int, bool]:

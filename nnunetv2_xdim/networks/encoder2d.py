@@ -13,7 +13,7 @@ from torch import nn
 
 from ..backbones.norms import convert_norms
 from ..backbones.timm_backbone import apply_level_strides, available_levels, create_features_model, feature_levels
-from .plan import PlanArch, plan_stage, set_decoder_attributes
+from .plan import PlanArch, check_full_resolution_first_stage, plan_stage, set_decoder_attributes
 
 
 def map_plan_to_levels(level_factors: List[int], strides: List[Tuple[int, ...]]):
@@ -75,29 +75,19 @@ def add_plan_stages(encoder: nn.Module, plan: PlanArch, input_channels: int, bri
     encoder.output_channels = out
 
 
-class TimmUNetEncoder(nn.Module):
-    """Returns one skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects."""
+class BackboneEncoder(nn.Module):
+    """What every encoder around a 2D timm backbone (2D, inflated, slice-wise) shares: the backbone at the plan's
+    in-plane strides, and the three methods XDimUNet's pretrained-weight contract calls."""
 
-    def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "batch"):
-        super().__init__()
-        if plan.dim != 2:
-            raise ValueError("TimmUNetEncoder is 2D; 3D modes build their own encoders")
-        if any(s != 1 for s in plan.strides[0]):
-            raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
-                             f"full-resolution first stage (stride 1), as nnU-Net plans it")
-        level_strides, bridge, first_extra, level_channels = plan_levels(backbone, plan.strides)
-
+    def add_backbone(self, backbone: str, input_channels: int, level_strides, encoder_norm: str) -> None:
         self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
         self.encoder_norm = encoder_norm
         self.backbone = create_features_model(backbone, input_channels, self.n_levels)
         apply_level_strides(feature_levels(self.backbone), level_strides)
         self.backbone = convert_norms(self.backbone, encoder_norm)
 
-        set_decoder_attributes(self, plan)
-        add_plan_stages(self, plan, input_channels, bridge, first_extra, level_channels)
-
     def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
-        """The unmodified timm backbone this encoder starts from; timm_kwargs choose its weights."""
+        """The unmodified 2D timm backbone this encoder starts from; timm_kwargs choose its weights."""
         return create_features_model(self.backbone_name, self.in_chans, self.n_levels, **timm_kwargs)
 
     def load_pretrained(self, backbone2d: nn.Module) -> None:
@@ -107,6 +97,21 @@ class TimmUNetEncoder(nn.Module):
 
     def pretrained_parameters(self):
         return self.backbone.parameters()
+
+
+class TimmUNetEncoder(BackboneEncoder):
+    """Returns one skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects."""
+
+    def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "batch"):
+        super().__init__()
+        if plan.dim != 2:
+            raise ValueError("TimmUNetEncoder is 2D; 3D modes build their own encoders")
+        check_full_resolution_first_stage(plan)
+        level_strides, bridge, first_extra, level_channels = plan_levels(backbone, plan.strides)
+
+        self.add_backbone(backbone, input_channels, level_strides, encoder_norm)
+        set_decoder_attributes(self, plan)
+        add_plan_stages(self, plan, input_channels, bridge, first_extra, level_channels)
 
     def random_init_modules(self) -> List[nn.Module]:
         """The parts that never have pretrained weights (nnU-Net's He init is applied to these)."""

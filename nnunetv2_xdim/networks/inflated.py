@@ -14,7 +14,7 @@ from ..backbones.norms import convert_norms
 from ..backbones.timm_backbone import create_features_model
 from ..transfer import get_rule, inflate_backbone
 from .encoder2d import TimmUNetEncoder, add_plan_stages, plan_levels
-from .plan import PlanArch, XDimArch, set_decoder_attributes
+from .plan import PlanArch, XDimArch, check_full_resolution_first_stage, set_decoder_attributes
 from .unet import XDimUNet
 
 
@@ -38,9 +38,7 @@ class InflatedUNetEncoder(TimmUNetEncoder):
         nn.Module.__init__(self)
         if plan.dim != 3:
             raise ValueError("InflatedUNetEncoder builds 3D encoders; 2D plans use TimmUNetEncoder")
-        if any(s != 1 for s in plan.strides[0]):
-            raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
-                             f"full-resolution first stage (stride 1), as nnU-Net plans it")
+        check_full_resolution_first_stage(plan)
         get_rule(inflation)  # fail at build time, not when the weights arrive
         level_strides, bridge, first_extra, level_channels = plan_levels(backbone, plan.strides)
 

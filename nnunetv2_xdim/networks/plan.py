@@ -110,6 +110,13 @@ def plan_stage(plan: PlanArch, s: int, c_in: int, c_out: int, stride=None) -> St
                              plan.nonlin_kwargs)
 
 
+def check_full_resolution_first_stage(plan: PlanArch) -> None:
+    """XDim encoders take their full-resolution skip from a random stage 0, the backbone's stem downsampling."""
+    if any(s != 1 for s in plan.strides[0]):
+        raise ValueError(f"the plan's first stage has stride {plan.strides[0]}; XDim networks need a "
+                         f"full-resolution first stage (stride 1), as nnU-Net plans it")
+
+
 def set_decoder_attributes(encoder: nn.Module, plan: PlanArch) -> None:
     """The attributes nnU-Net's UNetDecoder reads from an encoder, taken from the (3D) plan."""
     encoder.conv_op = plan.conv_op

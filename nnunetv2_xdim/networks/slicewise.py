@@ -34,11 +34,9 @@ import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from torch import nn
 
-from ..backbones.norms import convert_norms
-from ..backbones.timm_backbone import apply_level_strides, create_features_model, feature_levels
-from .depth import (check_full_resolution_first_stage, depth_factors, fold_depth, memory_options,
+from .depth import (check_3d_plan, depth_factors, fold_depth, memory_options,
                     run_chunked, unfold_depth)
-from .encoder2d import plan_levels
+from .encoder2d import BackboneEncoder, plan_levels
 from .plan import PlanArch, XDimArch, plan_stage, set_decoder_attributes
 from .unet import XDimUNet
 
@@ -66,22 +64,17 @@ class SliceFusion(nn.Module):
         return x + self.conv(x)
 
 
-class SliceWiseEncoder(nn.Module):
+class SliceWiseEncoder(BackboneEncoder):
     """Returns one 3D skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects."""
 
     def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "batch",
                  chunk_2d: int = DEFAULT_CHUNK, checkpoint_2d: bool = DEFAULT_CHECKPOINT):
         super().__init__()
-        check_full_resolution_first_stage(plan)
+        check_3d_plan(plan)
         level_strides, bridge, first_extra, channels = plan_levels(backbone, [s[1:] for s in plan.strides])
 
-        self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
-        self.encoder_norm = encoder_norm
         self.chunk_2d, self.checkpoint_2d = chunk_2d, checkpoint_2d
-        self.backbone = create_features_model(backbone, input_channels, self.n_levels)
-        apply_level_strides(feature_levels(self.backbone), level_strides)
-        self.backbone = convert_norms(self.backbone, encoder_norm)
-
+        self.add_backbone(backbone, input_channels, level_strides, encoder_norm)
         set_decoder_attributes(self, plan)
 
         f = plan.features_per_stage
@@ -99,18 +92,6 @@ class SliceWiseEncoder(nn.Module):
             self.extra.append(plan_stage(plan, s, out[-1], f[s]))
             out.append(f[s])
         self.output_channels = out
-
-    def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
-        """The unmodified 2D timm backbone this encoder starts from; timm_kwargs choose its weights."""
-        return create_features_model(self.backbone_name, self.in_chans, self.n_levels, **timm_kwargs)
-
-    def load_pretrained(self, backbone2d: nn.Module) -> None:
-        """Copy the weights of `build_2d_backbone(...)`'s result; strict, so nothing stays random unnoticed."""
-        backbone2d = convert_norms(backbone2d, self.encoder_norm)
-        self.backbone.load_state_dict(backbone2d.state_dict(), strict=True)
-
-    def pretrained_parameters(self):
-        return self.backbone.parameters()
 
     def random_init_modules(self) -> List[nn.Module]:
         return [m for m in (self.full_res, self.bridge, self.fusion, self.extra) if m is not None]

@@ -35,7 +35,7 @@ import torch
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from torch import nn
 
-from .depth import (check_full_resolution_first_stage, depth_factors, fold_depth, in_plane_plan, memory_options,
+from .depth import (check_3d_plan, depth_factors, fold_depth, in_plane_plan, memory_options,
                     run_chunked, unfold_depth)
 from .encoder2d import TimmUNetEncoder
 from .plan import PlanArch, XDimArch, plan_stage, set_decoder_attributes
@@ -113,7 +113,7 @@ class StackedEncoder(nn.Module):
                  depth_compression="auto", stack_channels: int = DEFAULT_STACK_CHANNELS,
                  chunk_2d: int = DEFAULT_CHUNK, checkpoint_2d: bool = DEFAULT_CHECKPOINT):
         super().__init__()
-        check_full_resolution_first_stage(plan)
+        check_3d_plan(plan)
         self.depth_compression = r = resolve_depth_compression(depth_compression, plan)
         self.chunk_2d, self.checkpoint_2d = chunk_2d, checkpoint_2d
         f0 = plan.features_per_stage[0]
