@@ -1,8 +1,12 @@
 """Run nnU-Net's own commands (as a user would, in subprocesses) on generated datasets."""
+import multiprocessing
 import os
 import subprocess
 import sys
+import types
 from typing import Dict, List
+
+import pytest
 
 from nnunetv2_xdim.discovery import enable_trainer_discovery
 
@@ -48,3 +52,27 @@ def predict(input_folder: str, output_folder: str, dataset_id: int, configuratio
 
 
 PYTHON = sys.executable
+
+
+class _SerialPool:
+    """Stands in for nnU-Net's spawn pool: each spawned worker would import torch again (seconds each)."""
+
+    def __init__(self, *_):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        return False
+
+    def starmap(self, func, args):
+        return [func(*a) for a in args]
+
+
+def nnunet_verify(dataset: str, monkeypatch) -> None:
+    """nnU-Net's own dataset integrity check (what nnUNetv2_plan_and_preprocess --verify_dataset_integrity runs),
+    in this process with its worker pool run serially."""
+    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
+    monkeypatch.setattr(multiprocessing, "get_context", lambda *_: types.SimpleNamespace(Pool=_SerialPool))
+    verify.verify_dataset_integrity(dataset, 1)

@@ -1,11 +1,9 @@
 """BraTS 2022 converter and exporter on generated trees with the 2021 and the 2023+ naming."""
 import filecmp
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
-import types
 
 import numpy as np
 import pytest
@@ -17,6 +15,7 @@ from nnunetv2_xdim.dataset_conversion._common import ConversionError, DatasetOpt
 from challenge_fixtures import BRATS_SHAPE as SHAPE  # noqa: E402
 from challenge_fixtures import make_brats  # noqa: E402
 from challenge_fixtures import write_brats_image as _write  # noqa: E402
+from e2e_util import nnunet_verify  # noqa: E402
 
 
 TRAIN_2021 = [f"BraTS2021_{i:05d}" for i in (0, 2, 3, 5)]
@@ -102,31 +101,9 @@ def test_cli(tmp_path, capsys):
     assert "already exist" in capsys.readouterr().err
 
 
-class _SerialPool:
-    """Stands in for nnU-Net's spawn pool: each spawned worker would import torch again (seconds each)."""
-
-    def __init__(self, *_):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        return False
-
-    def starmap(self, func, args):
-        return [func(*a) for a in args]
-
-
-def _nnunet_verify(dataset, monkeypatch):
-    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
-    monkeypatch.setattr(multiprocessing, "get_context", lambda *_: types.SimpleNamespace(Pool=_SerialPool))
-    verify.verify_dataset_integrity(dataset, 1)
-
-
 def test_nnunet_accepts_dataset(tmp_path, monkeypatch):
     ds = brats2022.convert([make_brats(str(tmp_path / "t"), TRAIN_2023, "2023")], options(tmp_path), n_folds=2)
-    _nnunet_verify(ds, monkeypatch)
+    nnunet_verify(ds, monkeypatch)
 
 
 @pytest.mark.parametrize("command", ["nnunetv2_xdim_convert_brats2022", "nnunetv2_xdim_export_brats2022"])

@@ -1,11 +1,9 @@
 """CAMUS converter and exporter on generated 2019 (.mhd/.raw) and 2023 (NIfTI) release trees."""
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from nnunetv2_xdim.dataset_conversion._common import ConversionError, DatasetOpt
 
 from challenge_fixtures import CAMUS_SIZE, SPACING_2019, make_camus_2019, make_camus_2023  # noqa: E402
 from challenge_fixtures import write_image as _write  # noqa: E402
+from e2e_util import nnunet_verify  # noqa: E402
 
 H, W = CAMUS_SIZE
 
@@ -137,31 +136,9 @@ def test_cli_convert_and_export(tmp_path, monkeypatch, capsys):
     assert len(os.listdir(tmp_path / "sub")) == 8
 
 
-class _SerialPool:
-    """Stands in for nnU-Net's spawn pool: each spawned worker would import torch again (seconds each)."""
-
-    def __init__(self, *_):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        return False
-
-    def starmap(self, func, args):
-        return [func(*a) for a in args]
-
-
-def _nnunet_verify(dataset, monkeypatch):
-    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
-    monkeypatch.setattr(multiprocessing, "get_context", lambda *_: types.SimpleNamespace(Pool=_SerialPool))
-    verify.verify_dataset_integrity(dataset, 1)
-
-
 def test_nnunet_accepts_dataset(tmp_path, monkeypatch):
     ds = camus.convert(make_camus_2023(str(tmp_path / "c23")), options(tmp_path), n_folds=3, half_sequence=True)
-    _nnunet_verify(ds, monkeypatch)
+    nnunet_verify(ds, monkeypatch)
 
 
 def test_nnunet_planning_keeps_splits(tmp_path):

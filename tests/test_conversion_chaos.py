@@ -1,10 +1,8 @@
 """CHAOS converter and exporter on generated DICOM series (file-name order = descending z) and PNG masks."""
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
-import types
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from nnunetv2_xdim.dataset_conversion import chaos  # noqa: E402
 from nnunetv2_xdim.dataset_conversion._common import ConversionError, DatasetOptions  # noqa: E402
 
 from challenge_fixtures import COLS, ROWS, SLICES, make_chaos, write_series  # noqa: E402
+from e2e_util import nnunet_verify  # noqa: E402
 
 
 def options(tmp_path, dataset_id, name, overwrite=False):
@@ -163,31 +162,9 @@ def test_cli(tmp_path, release, capsys):
     assert "none of tasks [3] takes CT results" in capsys.readouterr().err
 
 
-class _SerialPool:
-    """Stands in for nnU-Net's spawn pool: each spawned worker would import torch again (seconds each)."""
-
-    def __init__(self, *_):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        return False
-
-    def starmap(self, func, args):
-        return [func(*a) for a in args]
-
-
-def _nnunet_verify(dataset, monkeypatch):
-    verify = pytest.importorskip("nnunetv2.experiment_planning.verify_dataset_integrity")
-    monkeypatch.setattr(multiprocessing, "get_context", lambda *_: types.SimpleNamespace(Pool=_SerialPool))
-    verify.verify_dataset_integrity(dataset, 1)
-
-
 def test_nnunet_accepts_dataset(tmp_path, release, monkeypatch):
     ds = chaos.convert(release, options(tmp_path, 505, "CHAOS_MR_T1dual"), "MR", t1_channels=True, n_folds=3)
-    _nnunet_verify(ds, monkeypatch)
+    nnunet_verify(ds, monkeypatch)
 
 
 @pytest.mark.parametrize("command", ["nnunetv2_xdim_convert_chaos", "nnunetv2_xdim_export_chaos"])

@@ -19,14 +19,7 @@ KERNELS = [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
 PATCH = [4, 32, 16]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small tensors on a shared 2-core machine: OpenMP threads waiting for each other cost more than they
-    # save (a forward/backward here runs 20-40x faster on one thread under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def plan():

@@ -27,14 +27,7 @@ CASCADE_CT = ABDOMEN_CT[:3] + (1 + 2,)  # 3d_cascade_fullres: image + one-hot of
 NAMED = {"brats": BRATS, "acdc": ACDC, "abdomen_ct": ABDOMEN_CT, "cascade_ct": CASCADE_CT}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small tensors on a shared 2-core machine: OpenMP threads waiting for each other cost more than they
-    # save (a forward/backward here runs 20-40x faster on one thread under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_patch(strides, min_inplane_bottleneck=2):

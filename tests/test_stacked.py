@@ -14,14 +14,7 @@ THIN = [[1, 1, 1]] + [[1, 2, 2]] * 4
 FEATURES = [8, 16, 32, 32, 32]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small tensors on a shared 2-core machine: OpenMP threads waiting for each other cost more than they
-    # save (a forward/backward here runs 20-40x faster on one thread under load)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def net(strides, channels=1, classes=2, ds=True, **extras):
