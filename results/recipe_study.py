@@ -28,7 +28,8 @@ frozen_random_encoder (the same frozen encoder without ImageNet weights; compare
 norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
 adamw_enc_lr_1, adamw_freeze_10, adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and adamw_l2sp_1000 (encoder decay
 toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and its twin adamw_instance_scratch,
-slicewise_adamw and its twin slicewise_adamw_scratch, stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
+slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its encoder at the decoder's
+rate), stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
 by the slice-wise or the stacked mode instead of inflation)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`. Finished
 runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone
@@ -92,6 +93,7 @@ ARMS = {
     "adamw_l2sp_300": "nnUNetTrainerXDimLite0R_AdamWL2SP300",
     "slicewise_adamw": "nnUNetTrainerXDimLite0R_SliceWiseAdamW",
     "slicewise_adamw_scratch": "nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch",
+    "slicewise_adamw_enc_lr_1": "nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1",
     "stacked_adamw": "nnUNetTrainerXDimLite0R_StackedAdamW",
     "stacked_adamw_scratch": "nnUNetTrainerXDimLite0R_StackedAdamW_Scratch",
     "transfuse_1": "nnUNetTrainerXDimLite0R_Transfuse1",
@@ -108,7 +110,8 @@ ARMS = {
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
          "adamw_freeze_10": "adamw_scratch", "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
          "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
-         "slicewise_adamw": "slicewise_adamw_scratch", "stacked_adamw": "stacked_adamw_scratch",
+         "slicewise_adamw": "slicewise_adamw_scratch", "slicewise_adamw_enc_lr_1": "slicewise_adamw_scratch",
+         "stacked_adamw": "stacked_adamw_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
 # the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
 BASES = {"frozen_random_encoder": "frozen_encoder",
@@ -116,6 +119,7 @@ BASES = {"frozen_random_encoder": "frozen_encoder",
          "adamw_freeze_10": "adamw", "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
          "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
          "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
+         "slicewise_adamw_enc_lr_1": "slicewise_adamw",
          "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch"}
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}

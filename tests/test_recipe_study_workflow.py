@@ -2,6 +2,7 @@
 reused as if complete (training would silently run on fewer cases). Study processes started side by side share the
 datasets, runs.csv and the model folders, and must not undo each other's work."""
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -86,3 +87,22 @@ def test_a_fold_in_training_is_left_to_its_process(tmp_path):
     assert second_process() == "recorded"
     assert (model / "fold_0" / "checkpoint_latest.pth").exists()
     assert [r["dice_mean"] for r in study.load_runs(runs)] == ["0.5000"]
+
+
+def test_every_arm_is_a_trainer_nnunet_finds():
+    """An arm whose trainer nnU-Net cannot find fails only after the study has prepared its dataset; its twin and
+    'current recipe' reference must be arms too, or the report silently leaves the comparison out."""
+    study = load_recipe_study()
+    for arm, ref in list(study.TWINS.items()) + list(study.BASES.items()):
+        assert arm in study.ARMS and ref in study.ARMS, (arm, ref)
+    env = dict(os.environ)
+    env.pop("nnUNet_extTrainer", None)
+    study.enable_trainer_discovery(env)
+    env["nnUNet_extTrainer"] += os.pathsep + os.path.join(HERE, "..", "results", "recipe_trainers")
+    script = ("import json, sys\n"
+              "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name\n"
+              "print(json.dumps({n: recursive_find_trainer_class_by_name(n).__name__ for n in sys.argv[1:]}))\n")
+    names = sorted(set(study.ARMS.values()))
+    p = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {n: n for n in names}

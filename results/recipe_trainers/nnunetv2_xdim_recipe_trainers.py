@@ -311,6 +311,12 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch(nnUNetTrainerXDimEfficientN
     optimizer_name = "adamw"
 
 
+class nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1(nnUNetTrainerXDimLite0R_SliceWiseAdamW):
+    """the slice-wise AdamW arm with the encoder at the decoder's rate: against its twin only the initialisation
+    differs (asks whether the 0.1x encoder rate holds back the ImageNet encoder in 3D)"""
+    encoder_lr_factor = 1.0
+
+
 class nnUNetTrainerXDimLite0R_StackedAdamW(nnUNetTrainerXDimEfficientNetLite0_Stacked):
     """3D by the stacked mode instead of inflation: a random 3D stem compresses depth into 3-channel slabs that
     the 2D ImageNet encoder reads unchanged (pseudo-RGB, no kernel inflated); AdamW. 3d_fullres only"""
