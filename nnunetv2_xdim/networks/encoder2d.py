@@ -7,6 +7,7 @@ backbone whose first level is at reduction 4 (ConvNeXt) takes two plan stages fo
 stage providing the skip in between. Plan stages beyond the backbone's levels are random conv stages; a
 plan with fewer stages uses only the first levels.
 """
+import copy
 from typing import List, Tuple
 
 from torch import nn
@@ -77,23 +78,31 @@ def add_plan_stages(encoder: nn.Module, plan: PlanArch, input_channels: int, bri
 
 class BackboneEncoder(nn.Module):
     """What every encoder around a 2D timm backbone (2D, inflated, slice-wise) shares: the backbone at the plan's
-    in-plane strides, and the three methods XDimUNet's pretrained-weight contract calls."""
+    in-plane strides, and the three methods XDimUNet's pretrained-weight contract calls. A subclass that changes
+    the backbone's form (inflation) overrides `adapt_backbone` only: building and loading weights both use it."""
 
     def add_backbone(self, backbone: str, input_channels: int, level_strides, encoder_norm: str) -> None:
         self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
-        self.encoder_norm = encoder_norm
-        self.backbone = create_features_model(backbone, input_channels, self.n_levels)
-        apply_level_strides(feature_levels(self.backbone), level_strides)
-        self.backbone = convert_norms(self.backbone, encoder_norm)
+        self.level_strides, self.encoder_norm = level_strides, encoder_norm
+        self.backbone = self.adapt_backbone(create_features_model(backbone, input_channels, self.n_levels))
+
+    def adapt_backbone(self, backbone2d: nn.Module, weights_only: bool = False) -> nn.Module:
+        """A 2D timm backbone as this encoder runs it: the plan's strides, this encoder's normalisation.
+        `weights_only` (loading weights) skips the strides: they change the forward, not the weights, and any
+        module then reaches the strict load, whose error names what does not fit."""
+        if not weights_only:
+            apply_level_strides(feature_levels(backbone2d), self.level_strides)
+        return convert_norms(backbone2d, self.encoder_norm)
 
     def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
         """The unmodified 2D timm backbone this encoder starts from; timm_kwargs choose its weights."""
         return create_features_model(self.backbone_name, self.in_chans, self.n_levels, **timm_kwargs)
 
     def load_pretrained(self, backbone2d: nn.Module) -> None:
-        """Copy the weights of `build_2d_backbone(...)`'s result; strict, so nothing stays random unnoticed."""
-        backbone2d = convert_norms(backbone2d, self.encoder_norm)
-        self.backbone.load_state_dict(backbone2d.state_dict(), strict=True)
+        """Load the weights of `build_2d_backbone(...)`'s result, adapted (on a copy: the caller's backbone keeps its
+        strides and norms); strict, so nothing stays random unnoticed."""
+        adapted = self.adapt_backbone(copy.deepcopy(backbone2d), weights_only=True)
+        self.backbone.load_state_dict(adapted.state_dict(), strict=True)
 
     def pretrained_parameters(self):
         return self.backbone.parameters()

@@ -11,7 +11,6 @@ from typing import List
 from torch import nn
 
 from ..backbones.norms import convert_norms
-from ..backbones.timm_backbone import create_features_model
 from ..transfer import get_rule, inflate_backbone
 from .encoder2d import TimmUNetEncoder, add_plan_stages, plan_levels
 from .plan import PlanArch, XDimArch, check_full_resolution_first_stage, set_decoder_attributes
@@ -29,8 +28,8 @@ def level_depth_kernels(plan: PlanArch, n_levels: int, bridge: bool) -> List[int
 class InflatedUNetEncoder(TimmUNetEncoder):
     """3D version of TimmUNetEncoder (same forward, same stage layout, same state-dict layout).
 
-    `load_pretrained` takes the unmodified 2D backbone (`build_2d_backbone(...)`), inflates it with this
-    encoder's rule, depth kernels and strides, and loads it strictly.
+    `adapt_backbone` inflates: the random backbone at build time, the unmodified 2D backbone that
+    `load_pretrained` gets (`build_2d_backbone(...)`) later, by the same rule, depth kernels and strides.
     """
 
     def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "instance",
@@ -42,22 +41,18 @@ class InflatedUNetEncoder(TimmUNetEncoder):
         get_rule(inflation)  # fail at build time, not when the weights arrive
         level_strides, bridge, first_extra, level_channels = plan_levels(backbone, plan.strides)
 
-        self.backbone_name, self.in_chans, self.n_levels = backbone, input_channels, len(level_strides)
-        self.encoder_norm, self.inflation = encoder_norm, inflation
-        self.level_strides = level_strides
-        self.depth_kernels = level_depth_kernels(plan, self.n_levels, bridge)
-        self.backbone = self._inflate(create_features_model(backbone, input_channels, self.n_levels))
+        self.inflation = inflation
+        self.depth_kernels = level_depth_kernels(plan, len(level_strides), bridge)
+        self.add_backbone(backbone, input_channels, level_strides, encoder_norm)
 
         set_decoder_attributes(self, plan)
         add_plan_stages(self, plan, input_channels, bridge, first_extra, level_channels)
 
-    def _inflate(self, backbone2d: nn.Module) -> nn.Module:
+    def adapt_backbone(self, backbone2d: nn.Module, weights_only: bool = False) -> nn.Module:
+        """Inflated by this encoder's rule, depth kernels and strides, for building and for loading weights alike
+        (the depth kernels shape the weights)."""
         inflated = inflate_backbone(backbone2d, self.depth_kernels, self.level_strides, self.inflation)
         return convert_norms(inflated, self.encoder_norm)
-
-    def load_pretrained(self, backbone2d: nn.Module) -> None:
-        """Inflate the weights of `build_2d_backbone(...)`'s result by this encoder's rule; strict."""
-        self.backbone.load_state_dict(self._inflate(backbone2d).state_dict(), strict=True)
 
 
 def build_inflated_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
