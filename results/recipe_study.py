@@ -31,7 +31,8 @@ toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and
 slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its encoder at the decoder's
 rate), stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
 by the slice-wise or the stacked mode instead of inflation)),
-plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`. Finished
+plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`, and `lite2_adamw`
+with its twin `lite2_adamw_scratch` (Lite2 in the adamw recipe). Finished
 runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone
 (re-invoking with more --repeats than are finished would start the missing runs instead). Several study processes
 may run side by side (one per core or GPU, with different --arms, --folds or --repeats): they prepare each dataset
@@ -104,6 +105,8 @@ ARMS = {
     "lite1_scratch": "nnUNetTrainerXDimLite1R_SGD_Scratch",
     "lite2": "nnUNetTrainerXDimLite2R_SGD",
     "lite2_scratch": "nnUNetTrainerXDimLite2R_SGD_Scratch",
+    "lite2_adamw": "nnUNetTrainerXDimLite2R_AdamW",
+    "lite2_adamw_scratch": "nnUNetTrainerXDimLite2R_AdamW_Scratch",
 }
 # the scratch arm that differs from an arm only in its initialisation, where that is not "scratch" (another
 # optimiser, normalisation or backbone)
@@ -112,7 +115,7 @@ TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_ins
          "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
          "slicewise_adamw": "slicewise_adamw_scratch", "slicewise_adamw_enc_lr_1": "slicewise_adamw_scratch",
          "stacked_adamw": "stacked_adamw_scratch",
-         "lite1": "lite1_scratch", "lite2": "lite2_scratch"}
+         "lite1": "lite1_scratch", "lite2": "lite2_scratch", "lite2_adamw": "lite2_adamw_scratch"}
 # the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
 BASES = {"frozen_random_encoder": "frozen_encoder",
          "adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
@@ -120,7 +123,8 @@ BASES = {"frozen_random_encoder": "frozen_encoder",
          "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
          "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
          "slicewise_adamw_enc_lr_1": "slicewise_adamw",
-         "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch"}
+         "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch",
+         "lite2_adamw": "adamw", "lite2_adamw_scratch": "adamw_scratch"}
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs

@@ -327,3 +327,15 @@ class nnUNetTrainerXDimLite0R_StackedAdamW(nnUNetTrainerXDimEfficientNetLite0_St
 class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_Stacked_Scratch):
     """scratch twin of the stacked AdamW arm"""
     optimizer_name = "adamw"
+
+
+class nnUNetTrainerXDimLite2R_AdamW(nnUNetTrainerXDimEfficientNetLite2):
+    """the adamw arm with EfficientNet-Lite2's ImageNet weights instead of Lite0's (a wider, deeper encoder with
+    better ImageNet features: asks whether stronger weights widen the lead in 3D)"""
+    optimizer_name = "adamw"
+    l2sp_strength = 0.0
+
+
+class nnUNetTrainerXDimLite2R_AdamW_Scratch(nnUNetTrainerXDimEfficientNetLite2_Scratch):
+    """scratch twin of the Lite2 AdamW arm"""
+    optimizer_name = "adamw"
