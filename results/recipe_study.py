@@ -125,6 +125,14 @@ BASES = {"frozen_random_encoder": "frozen_encoder",
          "slicewise_adamw_enc_lr_1": "slicewise_adamw",
          "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch",
          "lite2_adamw": "adamw", "lite2_adamw_scratch": "adamw_scratch"}
+def add_study_trainers(env: dict) -> dict:
+    """Let nnU-Net's trainer lookup in the commands run with `env` find the package's trainers and the study's
+    one-factor arms (results/recipe_trainers)."""
+    enable_trainer_discovery(env)
+    env["nnUNet_extTrainer"] += os.pathsep + os.path.join(HERE, "recipe_trainers")
+    return env
+
+
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
 MAX_SCARCE = 3  # --train-cases K uses dataset 979 + 2K (+1 for 3d_fullres): its own splits, results and runs
@@ -634,8 +642,7 @@ def main():
         env[f"nnUNet_{k}"] = os.path.join(args.work, k)
         os.makedirs(env[f"nnUNet_{k}"], exist_ok=True)
     env.pop("nnUNet_n_proc_DA", None)  # nnU-Net 2.8.1's planner crashes with 0
-    enable_trainer_discovery(env)
-    env["nnUNet_extTrainer"] += os.pathsep + os.path.join(HERE, "recipe_trainers")
+    add_study_trainers(env)
     log = os.path.join(args.work, "commands.log")
     runs_csv = os.path.join(args.out, "runs.csv")
     args_line = "python results/recipe_study.py <brats18_dev> " + " ".join(sys.argv[2:])

@@ -97,8 +97,7 @@ def test_every_arm_is_a_trainer_nnunet_finds():
         assert arm in study.ARMS and ref in study.ARMS, (arm, ref)
     env = dict(os.environ)
     env.pop("nnUNet_extTrainer", None)
-    study.enable_trainer_discovery(env)
-    env["nnUNet_extTrainer"] += os.pathsep + os.path.join(HERE, "..", "results", "recipe_trainers")
+    study.add_study_trainers(env)  # the study's own trainer path, as its main() sets it
     script = ("import json, sys\n"
               "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name\n"
               "print(json.dumps({n: recursive_find_trainer_class_by_name(n).__name__ for n in sys.argv[1:]}))\n")
