@@ -17,14 +17,13 @@ The inflation rule does not change shapes or cost, so networks use the default r
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from benchmark_common import (BASELINE, TABLE_HEAD, machine, measure, method_line, nnunet_network,  # noqa: E402
+                              plan_managers, run_worker, table_rows, write_report)
 
 # nnU-Net-like 3d_fullres plans: real patch, CPU patch ("small"), strides, kernels, channels, classes
 PLANS = {
@@ -35,103 +34,27 @@ PLANS = {
         patch=[10, 256, 224], small=[10, 128, 96], channels=1, classes=4,
         strides=[[1, 1, 1]] + [[1, 2, 2]] * 5, kernels=[[1, 3, 3]] * 3 + [[3, 3, 3]] * 3),
 }
-BASELINE = "PlainConvUNet (nnU-Net)"
 RESNETS = ["resnet18", "resnet34", "resnet50"]
 EFFICIENTNETS = ["tf_efficientnet_lite0", "tf_efficientnet_b0"]
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-
-
 def worker(plan_name: str, net_name: str, device: str, full_size: bool, steps: int, threads: int) -> dict:
-    import numpy as np
     import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
     from nnunetv2_xdim.networks.plan import PlanArch, XDimArch
     from nnunetv2_xdim.networks.unet import build_network
-    from tests.plans_util import managers
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     spec = PLANS[plan_name]
-    patch = spec["patch"] if full_size else spec["small"]
-    pm, cm = managers(patch, spec["strides"], kernels=spec["kernels"], batch_size=2)
-    dev = torch.device(device)
+    pm, cm, patch = plan_managers(spec, full_size)
     if net_name == BASELINE:
-        net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                     cm.network_arch_init_kwargs_req_import, spec["channels"], spec["classes"],
-                                     deep_supervision=True)
+        net = nnunet_network(cm, spec)
     else:
         net = build_network(XDimArch(backbone=net_name, mode_3d="inflated"), PlanArch.from_configuration(cm),
                             spec["channels"], spec["classes"], True)
-    net = net.to(dev).train()
-    params = sum(p.numel() for p in net.parameters())
-
-    n_ds = len(spec["strides"]) - 1
-    w = np.array([1 / 2 ** i for i in range(n_ds)])
-    w[-1] = 0  # as nnUNetTrainer: the lowest resolution gets no loss
-    loss_fn = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
-                                                    {}, weight_ce=1, weight_dice=1,
-                                                    dice_class=MemoryEfficientSoftDiceLoss), w / w.sum())
-    opt = torch.optim.SGD(net.parameters(), 1e-2, momentum=0.99, nesterov=True)
-    x = torch.randn(2, spec["channels"], *patch, device=dev)
-    scales = np.cumprod(np.array(spec["strides"]), axis=0)[:-1]
-    targets = [torch.randint(0, spec["classes"], (2, 1, *[p // s for p, s in zip(patch, sc)]), device=dev)
-               for sc in scales]
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(net(x), targets).backward()
-        opt.step()
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        import gc
-        gc.collect()
-        base = _rss_mb()
-    step()  # the first step: its peak memory is reported, its time is not (allocator and kernel warm-up)
-    sync()
-    peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20 if dev.type == "cuda" else _peak_rss_mb() - base
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t)
-
     # nnU-Net's sliding window with mirroring over a volume 1.5x the patch along x: 2 tiles x 8 mirrorings
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, device=dev,
-                                perform_everything_on_device=dev.type == "cuda", allow_tqdm=False)
-    dataset_json = {"labels": {"background": 0, **{f"c{i}": i for i in range(1, spec["classes"])}},
-                    "channel_names": {str(i): "x" for i in range(spec["channels"])}, "file_ending": ".nii.gz"}
-    net.decoder.deep_supervision = False
-    predictor.manual_initialization(net, pm, cm, None, dataset_json, "benchmark", (0, 1, 2))
-    volume = torch.randn(spec["channels"], *patch[:-1], int(patch[-1] * 1.5))
-    sync()
-    t = time.perf_counter()
-    predictor.predict_sliding_window_return_logits(volume)
-    sync()
-    predict_s = time.perf_counter() - t
-    return {"train_step_s": float(np.median(times)), "peak_mb": peak, "predict_s": predict_s,
-            "params_m": params / 1e6, "patch": patch}
+    return measure(net, spec, pm, cm, patch, device, steps, time.perf_counter, (0, 1, 2),
+                   [*patch[:-1], int(patch[-1] * 1.5)])
 
 
 def depthwise_micro(device: str, threads: int) -> str:
@@ -160,37 +83,8 @@ def depthwise_micro(device: str, threads: int) -> str:
                       "| convolution | time (ms) | G multiply-adds / s |", "|---|---|---|"] + rows)
 
 
-def run_worker(plan_name, net_name, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", plan_name, net_name, "--device", args.device,
-           "--steps", str(args.steps), "--threads", str(args.threads)] + (["--full-size"] if args.full_size else [])
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{plan_name} / {net_name} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def machine(device: str) -> str:
-    import torch
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores"
-
-
 def table(res: dict, base: dict) -> list:
-    lines = ["| network | params (M) | train step (s) | ratio | peak memory (MB) | ratio | predict (s) | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
-    for n, r in res.items():
-        label = n if n == BASELINE else f"inflated {n}"
-        lines.append(f"| {label} | {r['params_m']:.1f} | {r['train_step_s']:.2f} | {r['train_step_s'] / base['train_step_s']:.2f} "
-                     f"| {r['peak_mb']:.0f} | {r['peak_mb'] / base['peak_mb']:.2f} | {r['predict_s']:.1f} "
-                     f"| {r['predict_s'] / base['predict_s']:.2f} |")
-    return lines
+    return TABLE_HEAD + table_rows(res, base, lambda n: n if n == BASELINE else f"inflated {n}")
 
 
 def main():
@@ -218,15 +112,13 @@ def main():
              f"- inflated networks: rule '{defaults.inflation}', encoder normalisation '{defaults.encoder_norm_3d}' "
              "(the defaults; the rule does not change cost); random weights (speed and memory do not depend on them)",
              f"- patches: {'real plan sizes' if args.full_size else 'scaled down for CPU (strides, kernels, channels of the real plan)'}; batch 2",
-             "- train step: forward + nnU-Net's deep-supervision Dice+CE loss + backward + SGD step, median of "
-             f"{args.steps} after a first step; peak memory: of that first step "
-             f"({'max_memory_allocated' if args.device == 'cuda' else 'peak resident memory minus resident memory before the step'})",
+             method_line(args),
              "- predict: nnU-Net's sliding window (step 0.5, Gaussian) with mirroring on all 3 axes, over a volume "
              "1.5x the patch along x (2 tiles x 8 mirrorings)",
              f"- command: `python results/benchmark_inflated.py {' '.join(sys.argv[1:])}`", ""]
     for plan_name in args.plans:
         spec = PLANS[plan_name]
-        res = {n: run_worker(plan_name, n, args) for n in [BASELINE] + RESNETS + EFFICIENTNETS}
+        res = {n: run_worker(__file__, plan_name, n, args) for n in [BASELINE] + RESNETS + EFFICIENTNETS}
         base = res[BASELINE]
         lines += [f"## {plan_name}: patch {'x'.join(map(str, base['patch']))} (real plan "
                   f"{'x'.join(map(str, spec['patch']))}), {len(spec['strides'])} stages", "", "ResNet family:", ""]
@@ -234,13 +126,8 @@ def main():
         lines += ["", "EfficientNet family (depthwise 3D convolutions):", ""]
         lines += table({n: res[n] for n in [BASELINE] + EFFICIENTNETS}, base) + [""]
         print("\n".join(lines[-14:]), flush=True)
-    lines += [depthwise_micro(args.device, args.threads), "",
-              f"Total benchmark time: {(time.time() - started) / 60:.1f} min."]
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(text)
+    lines += [depthwise_micro(args.device, args.threads), ""]
+    write_report(lines, started, args.out)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ slices are from those of the whole data (pretrained tf_efficientnet_lite0, weigh
 import argparse
 import json
 import os
-import platform
-import resource
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+from benchmark_common import (BASELINE, TABLE_HEAD, machine, measure, method_line, nnunet_network,  # noqa: E402
+                              plan_managers, run_worker, table_rows, write_report)
 
 # real nnU-Net-like plans (3d_fullres): patch, strides, kernels, input channels; "small" = CPU patch
 PLANS = {
@@ -48,7 +47,7 @@ SCALED = ("scaled down for CPU to the patch in each section title (about half pe
 BACKBONE = "tf_efficientnet_lite0"
 # name -> (mode, extras); None = nnU-Net's PlainConvUNet from the plans
 NETWORKS = {
-    "PlainConvUNet (nnU-Net)": None,
+    BASELINE: None,
     "slice-wise (default: chunk 32, checkpoint)": ("slicewise", {}),
     "slice-wise, no chunking, no checkpoint": ("slicewise", {"chunk_2d": 0, "checkpoint_2d": False}),
     "stacked (default: chunk 16, checkpoint)": ("stacked", {}),
@@ -56,103 +55,25 @@ NETWORKS = {
 }
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-
-
 def worker(plan_name: str, net_name: str, device: str, full_size: bool, steps: int, threads: int) -> dict:
-    import numpy as np
     import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
     from nnunetv2_xdim.networks.plan import PlanArch, XDimArch
     from nnunetv2_xdim.networks.unet import build_network
-    from tests.plans_util import managers
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     spec = PLANS[plan_name]
-    patch = spec["patch"] if full_size else spec["small"]
-    pm, cm = managers(patch, spec["strides"], kernels=spec["kernels"], batch_size=2)
-    dev = torch.device(device)
+    pm, cm, patch = plan_managers(spec, full_size)
     if NETWORKS[net_name] is None:
-        net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
-                                     cm.network_arch_init_kwargs_req_import, spec["channels"], spec["classes"],
-                                     deep_supervision=True)
+        net = nnunet_network(cm, spec)
     else:
         mode, extras = NETWORKS[net_name]
         arch = XDimArch(backbone=BACKBONE, mode_3d=mode, extras=dict(extras))
         net = build_network(arch, PlanArch.from_configuration(cm), spec["channels"], spec["classes"], True)
-    net = net.to(dev).train()
-    params = sum(p.numel() for p in net.parameters())
-
-    # nnU-Net's loss with deep supervision (weights as in nnUNetTrainer)
-    n_ds = len(spec["strides"]) - 1
-    w = np.array([1 / 2 ** i for i in range(n_ds)])
-    w[-1] = 0
-    loss_fn = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False},
-                                                    {}, weight_ce=1, weight_dice=1,
-                                                    dice_class=MemoryEfficientSoftDiceLoss), w / w.sum())
-    opt = torch.optim.SGD(net.parameters(), 1e-2, momentum=0.99, nesterov=True)
-    x = torch.randn(2, spec["channels"], *patch, device=dev)
-    scales = np.cumprod(np.array(spec["strides"]), axis=0)[:-1]
-    targets = [torch.randint(0, spec["classes"], (2, 1, *[p // s for p, s in zip(patch, sc)]), device=dev)
-               for sc in scales]
-
     # on a shared CPU, wall time depends on the other jobs; the CPU time of a single-threaded process does not
-    clock = time.perf_counter if dev.type == "cuda" else time.process_time
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), targets)
-        loss.backward()
-        opt.step()
-
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        import gc
-        gc.collect()
-        base = _rss_mb()
-    step()  # first step: the one whose peak memory we report
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    else:
-        peak = _peak_rss_mb() - base
-    times = []
-    for _ in range(steps):
-        t = clock()
-        step()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(clock() - t)
-
-    # sliding-window prediction of one volume 1.5x the patch per axis (several overlapping tiles), as the
-    # predictor runs it: deep supervision off
-    net.decoder.deep_supervision = False
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=dev,
-                                allow_tqdm=False)
-    dataset_json = {"labels": {"background": 0, **{f"c{i}": i for i in range(1, spec["classes"])}},
-                    "channel_names": {str(i): "x" for i in range(spec["channels"])}, "file_ending": ".nii.gz"}
-    predictor.manual_initialization(net, pm, cm, None, dataset_json, "benchmark", None)
-    volume = torch.randn(spec["channels"], *[int(p * 1.5) for p in patch])
-    t = clock()
-    predictor.predict_sliding_window_return_logits(volume)
-    predict_s = clock() - t
-    return {"train_step_s": float(np.median(times)), "peak_mb": peak, "predict_s": predict_s,
-            "params_m": params / 1e6, "patch": patch}
+    clock = time.perf_counter if device == "cuda" else time.process_time
+    # sliding-window prediction of one volume 1.5x the patch per axis (several overlapping tiles), no mirroring
+    return measure(net, spec, pm, cm, patch, device, steps, clock, None, [int(p * 1.5) for p in patch])
 
 
 def batchnorm_statistics(data_dir: str, threads: int, draws: int = 200, seed: int = 0) -> list:
@@ -245,28 +166,6 @@ def batchnorm_statistics(data_dir: str, threads: int, draws: int = 200, seed: in
     return lines
 
 
-def run_worker(plan_name, net_name, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", plan_name, net_name, "--device", args.device,
-           "--steps", str(args.steps), "--threads", str(args.threads)] + (["--full-size"] if args.full_size else [])
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"{plan_name} / {net_name} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
-
-
-def machine(device: str) -> str:
-    import torch
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", nargs=2, metavar=("PLAN", "NETWORK"), help=argparse.SUPPRESS)
@@ -293,33 +192,20 @@ def main():
                 "wall time, does not depend on them)" if args.device == "cpu" else "; times are wall time"),
              f"- backbone: {BACKBONE} (random weights: speed and memory do not depend on them)",
              f"- patches: {'real plan sizes' if args.full_size else SCALED}; batch 2",
-             "- train step: forward + nnU-Net's deep-supervision Dice+CE loss + backward + SGD step, median of "
-             f"{args.steps} after a first step; peak memory: of that first step "
-             f"({'max_memory_allocated' if args.device == 'cuda' else 'peak resident memory minus resident memory before the step'})",
+             method_line(args),
              "- predict: nnU-Net's sliding window (step 0.5, Gaussian, no mirroring) over a volume 1.5x the patch per axis",
              f"- command: `python results/benchmark_slicewise_stacked.py {' '.join(sys.argv[1:])}`", ""]
     for plan_name in args.plans:
-        res = {n: run_worker(plan_name, n, args) for n in NETWORKS}
-        base = res["PlainConvUNet (nnU-Net)"]
+        res = {n: run_worker(__file__, plan_name, n, args) for n in NETWORKS}
+        base = res[BASELINE]
         spec = PLANS[plan_name]
         lines += [f"## {plan_name}: patch {'x'.join(map(str, base['patch']))} (real plan "
                   f"{'x'.join(map(str, spec['patch']))}), {spec['channels']} channel(s), {len(spec['strides'])} stages", "",
-                  "| network | params (M) | train step (s) | ratio | peak memory (MB) | ratio | predict (s) | ratio |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for n, r in res.items():
-            lines.append(f"| {n} | {r['params_m']:.1f} | {r['train_step_s']:.2f} | {r['train_step_s'] / base['train_step_s']:.2f} "
-                         f"| {r['peak_mb']:.0f} | {r['peak_mb'] / base['peak_mb']:.2f} | {r['predict_s']:.2f} "
-                         f"| {r['predict_s'] / base['predict_s']:.2f} |")
-        lines.append("")
+                  *TABLE_HEAD, *table_rows(res, base, predict_digits=2), ""]
         print("\n".join(lines[-len(res) - 4:]), flush=True)
     if args.bn_data:
         lines += batchnorm_statistics(args.bn_data, args.threads)
-    lines.append(f"Total benchmark time: {(time.time() - started) / 60:.1f} min.")
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    print(text)
+    write_report(lines, started, args.out)
 
 
 if __name__ == "__main__":
