@@ -125,6 +125,8 @@ BASES = {"frozen_random_encoder": "frozen_encoder",
          "slicewise_adamw_enc_lr_1": "slicewise_adamw",
          "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch",
          "lite2_adamw": "adamw", "lite2_adamw_scratch": "adamw_scratch"}
+
+
 def add_study_trainers(env: dict) -> dict:
     """Let nnU-Net's trainer lookup in the commands run with `env` find the package's trainers and the study's
     one-factor arms (results/recipe_trainers)."""
