@@ -28,6 +28,7 @@ frozen_random_encoder (the same frozen encoder without ImageNet weights; compare
 norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
 adamw_enc_lr_1, adamw_freeze_10, adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and adamw_l2sp_1000 (encoder decay
 toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and its twin adamw_instance_scratch,
+adamw_batch3d and its twin adamw_batch3d_scratch (the inflated encoder keeps BatchNorm in 3d_fullres),
 slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its encoder at the decoder's
 rate), stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
 by the slice-wise or the stacked mode instead of inflation)),
@@ -87,6 +88,8 @@ ARMS = {
     "adamw_enc_lr_1": "nnUNetTrainerXDimLite0R_AdamWEncLR1",
     "adamw_instance": "nnUNetTrainerXDimLite0R_AdamWInstance",
     "adamw_instance_scratch": "nnUNetTrainerXDimLite0R_AdamWInstance_Scratch",
+    "adamw_batch3d": "nnUNetTrainerXDimLite0R_AdamWBatch3D",
+    "adamw_batch3d_scratch": "nnUNetTrainerXDimLite0R_AdamWBatch3D_Scratch",
     "adamw_freeze_10": "nnUNetTrainerXDimLite0R_AdamWFreeze10",
     "adamw_l2sp": "nnUNetTrainerXDimLite0R_AdamWL2SP",
     "adamw_l2sp_1000": "nnUNetTrainerXDimLite0R_AdamWL2SP1000",
@@ -111,6 +114,7 @@ ARMS = {
 # the scratch arm that differs from an arm only in its initialisation, where that is not "scratch" (another
 # optimiser, normalisation or backbone)
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
+         "adamw_batch3d": "adamw_batch3d_scratch",
          "adamw_freeze_10": "adamw_scratch", "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
          "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
          "slicewise_adamw": "slicewise_adamw_scratch", "slicewise_adamw_enc_lr_1": "slicewise_adamw_scratch",
@@ -119,6 +123,7 @@ TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_ins
 # the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
 BASES = {"frozen_random_encoder": "frozen_encoder",
          "adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
+         "adamw_batch3d": "adamw", "adamw_batch3d_scratch": "adamw_scratch",
          "adamw_freeze_10": "adamw", "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
          "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
          "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",

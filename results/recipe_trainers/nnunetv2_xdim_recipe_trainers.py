@@ -169,6 +169,19 @@ class nnUNetTrainerXDimLite0R_AdamWInstance_Scratch(nnUNetTrainerXDimEfficientNe
     encoder_norm_3d = "instance"
 
 
+class nnUNetTrainerXDimLite0R_AdamWBatch3D(nnUNetTrainerXDimLite0R_AdamW):
+    """the adamw arm with the inflated encoder's pretrained BatchNorm kept in 3D (batch statistics of the 2
+    patches in training, running statistics from the ImageNet ones on at inference) instead of converted to
+    InstanceNorm: the slice-wise mode, which keeps BatchNorm, led the inflated one in 3D; asks whether the
+    normalisation is why. 3d_fullres only (in 2d it is the adamw arm)"""
+    encoder_norm_3d = "batch"
+
+
+class nnUNetTrainerXDimLite0R_AdamWBatch3D_Scratch(nnUNetTrainerXDimLite0R_AdamW_Scratch):
+    """scratch twin of the AdamW + 3D BatchNorm arm"""
+    encoder_norm_3d = "batch"
+
+
 def backbone_level_of(model, name: str) -> int:
     """The feature level (0 = stride 2) a parameter or buffer of a timm features_only backbone belongs to;
     -1 for the stem. Levels end with their feature module (timm's feature_info.module_name())."""
