@@ -23,8 +23,8 @@ Memory (options in `arch.extras`):
   slices (every chunk spans the whole depth of every sample), so BatchNorm statistics stay representative.
 - ``checkpoint_2d`` (default True): in training, the backbone's activations are recomputed chunk by chunk
   in backward instead of stored (BatchNorm running statistics are updated once). Folding depth multiplies the
-  backbone's activation memory by D: without this, a training step needs 1.13-1.55x the peak memory of
-  nnU-Net's own 3D network for the same plan; with the defaults 0.80-0.94x, for one more backbone forward
+  backbone's activation memory by D: without this, a training step needs 1.15-1.52x the peak memory of
+  nnU-Net's own 3D network for the same plan; with the defaults 0.80-0.92x, for one more backbone forward
   per step. Figures: results/benchmark_slicewise_stacked_cpu.md.
 """
 from typing import List

@@ -26,8 +26,8 @@ interleaved as in the slice-wise mode); random 3D and 2D parts use the plan's no
 
 Memory: ``chunk_2d`` (default 16 slabs: the core holds more per image than a bare backbone, with its
 full-resolution 2D stage and decoder) and ``checkpoint_2d`` (default True) work as in the slice-wise mode,
-over the whole 2D core. Without them a training step needs 1.18-1.60x the peak memory of nnU-Net's own
-network for the same plan; with the defaults 0.87-1.04x (results/benchmark_slicewise_stacked_cpu.md).
+over the whole 2D core. Without them a training step needs 1.17-1.61x the peak memory of nnU-Net's own
+network for the same plan; with the defaults 0.87-1.02x (results/benchmark_slicewise_stacked_cpu.md).
 """
 from typing import List, Sequence
 
