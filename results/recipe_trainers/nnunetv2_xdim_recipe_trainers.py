@@ -171,8 +171,8 @@ class nnUNetTrainerXDimLite0R_AdamWInstance_Scratch(nnUNetTrainerXDimEfficientNe
 
 class nnUNetTrainerXDimLite0R_AdamWBatch3D(nnUNetTrainerXDimLite0R_AdamW):
     """the adamw arm with the inflated encoder's pretrained BatchNorm kept in 3D (batch statistics of the 2
-    patches in training, running statistics from the ImageNet ones on at inference) instead of converted to
-    InstanceNorm: the slice-wise mode, which keeps BatchNorm, led the inflated one in 3D; asks whether the
+    patches in training; at inference the running statistics, which start from ImageNet's) instead of converted
+    to InstanceNorm: the slice-wise mode, which keeps BatchNorm, led the inflated one in 3D; asks whether the
     normalisation is why. 3d_fullres only (in 2d it is the adamw arm)"""
     encoder_norm_3d = "batch"
 
