@@ -26,10 +26,11 @@ nnUNetTrainerXDimEfficientNetLite0), `scratch` its _Scratch twin, `default` nnUN
 results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder and its control
 frozen_random_encoder (the same frozen encoder without ImageNet weights; compared with frozen_encoder), norm_frozen,
 norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
-adamw_enc_lr_1, adamw_freeze_10, adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and adamw_l2sp_1000 (encoder decay
-toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and its twin adamw_instance_scratch,
-adamw_batch3d and its twin adamw_batch3d_scratch (the inflated encoder keeps BatchNorm in 3d_fullres),
-slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its encoder at the decoder's
+adamw_enc_lr_1, adamw_freeze_10, adamw_imagenet_range and adamw_fullres_stem (the input window and the
+full-resolution stem arms in the adamw recipe, 3d_fullres too), adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and
+adamw_l2sp_1000 (encoder decay toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and
+its twin adamw_instance_scratch, adamw_batch3d and its twin adamw_batch3d_scratch (the inflated encoder keeps
+BatchNorm in 3d_fullres), slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its encoder at the decoder's
 rate), stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
 by the slice-wise or the stacked mode instead of inflation)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`, and `lite2_adamw`
@@ -91,6 +92,8 @@ ARMS = {
     "adamw_batch3d": "nnUNetTrainerXDimLite0R_AdamWBatch3D",
     "adamw_batch3d_scratch": "nnUNetTrainerXDimLite0R_AdamWBatch3D_Scratch",
     "adamw_freeze_10": "nnUNetTrainerXDimLite0R_AdamWFreeze10",
+    "adamw_imagenet_range": "nnUNetTrainerXDimLite0R_AdamWImageNetRange",
+    "adamw_fullres_stem": "nnUNetTrainerXDimLite0R_AdamWFullResStem",
     "adamw_l2sp": "nnUNetTrainerXDimLite0R_AdamWL2SP",
     "adamw_l2sp_1000": "nnUNetTrainerXDimLite0R_AdamWL2SP1000",
     "adamw_l2sp_30": "nnUNetTrainerXDimLite0R_AdamWL2SP30",
@@ -115,7 +118,8 @@ ARMS = {
 # optimiser, normalisation or backbone)
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
          "adamw_batch3d": "adamw_batch3d_scratch",
-         "adamw_freeze_10": "adamw_scratch", "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
+         "adamw_freeze_10": "adamw_scratch", "adamw_imagenet_range": "adamw_scratch",
+         "adamw_fullres_stem": "adamw_scratch", "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
          "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
          "slicewise_adamw": "slicewise_adamw_scratch", "slicewise_adamw_enc_lr_1": "slicewise_adamw_scratch",
          "stacked_adamw": "stacked_adamw_scratch",
@@ -124,7 +128,8 @@ TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_ins
 BASES = {"frozen_random_encoder": "frozen_encoder",
          "adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
          "adamw_batch3d": "adamw", "adamw_batch3d_scratch": "adamw_scratch",
-         "adamw_freeze_10": "adamw", "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
+         "adamw_freeze_10": "adamw", "adamw_imagenet_range": "adamw", "adamw_fullres_stem": "adamw",
+         "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
          "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
          "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
          "slicewise_adamw_enc_lr_1": "slicewise_adamw",

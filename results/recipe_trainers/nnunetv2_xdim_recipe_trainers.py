@@ -7,6 +7,8 @@ architecture record of its parent, so its models predict with nnU-Net's commands
 """
 import torch
 
+from nnunetv2_xdim.transfer.rules import get_rule
+
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
@@ -227,7 +229,8 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimLite0R_SGD):
 
 class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
     """the random full-resolution stage starts from ImageNet too: its first convolution gets the backbone's
-    (in_chans-adapted) stem filters at stride 1 and its norm the stem BatchNorm's affine parameters. Lite0's
+    (in_chans-adapted) stem filters at stride 1 (in 3D inflated like the stem, to the stage's depth kernel) and
+    its norm the stem BatchNorm's affine parameters. Lite0's
     stem has 32 filters, as many as nnU-Net plans for stage 0 here. The stage stays outside the encoder's
     parameter group: it learns at the decoder's rate, as it does in every other arm."""
 
@@ -239,11 +242,16 @@ class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
             return  # nothing loaded (checkpoint, or scratch)
         stem, bn = net.encoder.backbone.conv_stem, net.encoder.backbone.bn1
         first = net.encoder.full_res.convs[0]
-        if first.conv.weight.shape != stem.weight.shape:
+        weight = stem.weight.detach()
+        if weight.dim() == 5:
+            # 3D: the inflated stem's 2D kernel (its depth sum, for either inflation rule) inflated by the same
+            # rule to the full-resolution stage's own depth kernel, which the plan may set differently
+            weight = get_rule(net.encoder.inflation)(weight.sum(2), first.conv.weight.shape[2])
+        if first.conv.weight.shape != weight.shape:
             raise ValueError(f"full-resolution conv {tuple(first.conv.weight.shape)} != stem "
-                             f"{tuple(stem.weight.shape)}")
+                             f"{tuple(weight.shape)}")
         with torch.no_grad():
-            first.conv.weight.copy_(stem.weight)
+            first.conv.weight.copy_(weight)
             if first.conv.bias is not None:
                 first.conv.bias.zero_()
             first.norm.weight.copy_(bn.weight)
@@ -280,6 +288,18 @@ class nnUNetTrainerXDimLite0R_AdamWFreeze10(nnUNetTrainerXDimEfficientNetLite0):
     optimizer_name = "adamw"
     l2sp_strength = 0.0
     freeze_encoder_fraction = 0.1
+
+
+class nnUNetTrainerXDimLite0R_AdamWImageNetRange(nnUNetTrainerXDimLite0R_ImageNetRange):
+    """the adamw arm with the encoder's input windowed to the weights' range (imagenet_window); asks in 3D on T1
+    what the input-range arm asked in 2D on FLAIR + T1. Its twin is adamw_scratch"""
+    optimizer_name = "adamw"
+
+
+class nnUNetTrainerXDimLite0R_AdamWFullResStem(nnUNetTrainerXDimLite0R_FullResStem):
+    """the adamw arm with the full-resolution stage started from the ImageNet stem (FullResStem; in 3D the stem
+    inflated to the stage's depth kernel); its twin is adamw_scratch"""
+    optimizer_name = "adamw"
 
 
 class nnUNetTrainerXDimLite0R_AdamWL2SP(nnUNetTrainerXDimEfficientNetLite0):
