@@ -30,9 +30,9 @@ adamw_enc_lr_1, adamw_freeze_10, adamw_imagenet_range and adamw_fullres_stem (th
 full-resolution stem arms in the adamw recipe, 3d_fullres too), adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and
 adamw_l2sp_1000 (encoder decay toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and
 its twin adamw_instance_scratch, adamw_batch3d and its twin adamw_batch3d_scratch (the inflated encoder keeps
-BatchNorm in 3d_fullres), slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its encoder at the decoder's
-rate), stacked_adamw and its twin stacked_adamw_scratch (3d_fullres
-by the slice-wise or the stacked mode instead of inflation)),
+BatchNorm in 3d_fullres), slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its
+encoder at the decoder's rate), stacked_adamw and its twin stacked_adamw_scratch (3d_fullres by the slice-wise or
+the stacked mode instead of inflation)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`, and `lite2_adamw`
 with its twin `lite2_adamw_scratch` (Lite2 in the adamw recipe). Finished
 runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone

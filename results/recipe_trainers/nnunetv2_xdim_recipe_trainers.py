@@ -7,8 +7,6 @@ architecture record of its parent, so its models predict with nnU-Net's commands
 """
 import torch
 
-from nnunetv2_xdim.transfer.rules import get_rule
-
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
@@ -20,6 +18,7 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite1_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite2,
                                              nnUNetTrainerXDimEfficientNetLite2_Scratch)
+from nnunetv2_xdim.transfer.rules import get_rule
 
 
 # Every arm names its optimiser and its L2-SP strength (0: plain weight decay), so that an arm stays the recipe it
@@ -230,9 +229,9 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimLite0R_SGD):
 class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
     """the random full-resolution stage starts from ImageNet too: its first convolution gets the backbone's
     (in_chans-adapted) stem filters at stride 1 (in 3D inflated like the stem, to the stage's depth kernel) and
-    its norm the stem BatchNorm's affine parameters. Lite0's
-    stem has 32 filters, as many as nnU-Net plans for stage 0 here. The stage stays outside the encoder's
-    parameter group: it learns at the decoder's rate, as it does in every other arm."""
+    its norm the stem BatchNorm's affine parameters. Lite0's stem has 32 filters, as many as nnU-Net plans for
+    stage 0 here. The stage stays outside the encoder's parameter group: it learns at the decoder's rate, as it
+    does in every other arm."""
 
     def maybe_load_imagenet_weights(self) -> None:
         net = unwrap(self.network)
