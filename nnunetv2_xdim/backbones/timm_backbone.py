@@ -55,6 +55,19 @@ def available_levels(name: str) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     return tuple(m.feature_info.reduction()), tuple(m.feature_info.channels())
 
 
+def backbone_stem(model: nn.Module) -> Tuple[nn.Module, nn.Module]:
+    """The backbone's first convolution and the norm layer right after it (timm: conv_stem / bn1, conv1 / bn1),
+    found by registration order (= execution order in timm's feature models); the norm is None if the next
+    module with parameters is not a norm of the stem's width."""
+    modules = list(model.modules())
+    i = next(i for i, m in enumerate(modules) if isinstance(m, _CONVS))
+    conv = modules[i]
+    following = next((m for m in modules[i + 1:] if any(True for _ in m.parameters(recurse=False))), None)
+    weight = getattr(following, "weight", None)
+    is_norm = weight is not None and weight.dim() == 1 and weight.numel() == conv.out_channels
+    return conv, following if is_norm else None
+
+
 def _stride_of(module: nn.Module) -> Tuple[int, ...]:
     s = module.stride
     if isinstance(s, int):

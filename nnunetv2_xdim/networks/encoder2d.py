@@ -10,10 +10,12 @@ plan with fewer stages uses only the first levels.
 import copy
 from typing import List, Tuple
 
+import torch
 from torch import nn
 
 from ..backbones.norms import convert_norms
-from ..backbones.timm_backbone import apply_level_strides, available_levels, create_features_model, feature_levels
+from ..backbones.timm_backbone import (apply_level_strides, available_levels, backbone_stem, create_features_model,
+                                      feature_levels)
 from .plan import PlanArch, check_full_resolution_first_stage, plan_stage, set_decoder_attributes
 
 
@@ -125,6 +127,30 @@ class TimmUNetEncoder(BackboneEncoder):
     def random_init_modules(self) -> List[nn.Module]:
         """The parts that never have pretrained weights (nnU-Net's He init is applied to these)."""
         return [m for m in (self.full_res, self.bridge, self.extra) if m is not None]
+
+    def full_res_from_stem(self) -> str:
+        """Start the random full-resolution stage from the backbone's (ImageNet) stem: its first convolution gets
+        the stem filters, at the stage's stride 1, its norm the stem norm's affine parameters. Call after loading
+        the weights. Where the shapes differ (ResNet's 64 7x7 filters against nnU-Net's 32 3x3) nothing changes.
+        Returns what was done, for the training log."""
+        stem, stem_norm = backbone_stem(self.backbone)
+        first = self.full_res.convs[0]
+        weight = self.stem_kernel_for_full_res(stem.weight.detach(), first.conv.weight.shape)
+        norm_weight = getattr(first.norm, "weight", None)
+        if weight.shape != first.conv.weight.shape or stem_norm is None or norm_weight is None:
+            return (f"full-resolution stage: random (the stem {tuple(stem.weight.shape)} with norm "
+                    f"{type(stem_norm).__name__} does not fit its {tuple(first.conv.weight.shape)} convolution "
+                    f"with norm {type(first.norm).__name__})")
+        with torch.no_grad():
+            first.conv.weight.copy_(weight)
+            if first.conv.bias is not None:
+                first.conv.bias.copy_(stem.bias if stem.bias is not None else torch.zeros_like(first.conv.bias))
+            norm_weight.copy_(stem_norm.weight)
+            first.norm.bias.copy_(stem_norm.bias)
+        return "full-resolution stage: first convolution and norm from the ImageNet stem (stride 1)"
+
+    def stem_kernel_for_full_res(self, weight: torch.Tensor, shape) -> torch.Tensor:
+        return weight  # 2D: the stem's kernel as it is
 
     def forward(self, x):
         skips = [self.full_res(x)]

@@ -8,6 +8,7 @@ network applied slice by slice; where its kernels span z, the 2D kernels get a d
 """
 from typing import List
 
+import torch
 from torch import nn
 
 from ..backbones.norms import convert_norms
@@ -53,6 +54,11 @@ class InflatedUNetEncoder(TimmUNetEncoder):
         (the depth kernels shape the weights)."""
         inflated = inflate_backbone(backbone2d, self.depth_kernels, self.level_strides, self.inflation)
         return convert_norms(inflated, self.encoder_norm)
+
+    def stem_kernel_for_full_res(self, weight: torch.Tensor, shape) -> torch.Tensor:
+        # the inflated stem's 2D kernel (its depth sum, for either rule), inflated by the same rule to the
+        # full-resolution stage's own depth kernel, which the plan may set differently
+        return get_rule(self.inflation)(weight.sum(2), shape[2])
 
 
 def build_inflated_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,

@@ -46,6 +46,13 @@ class XDimUNet(nn.Module):
     def load_pretrained(self, backbone2d: nn.Module) -> None:
         self.encoder.load_pretrained(backbone2d)
 
+    def full_res_from_stem(self) -> str:
+        """See TimmUNetEncoder.full_res_from_stem (2D and inflated encoders); the other 3D modes keep their random
+        full-resolution stage: the recipe study measured this start in 2D and inflated 3D only."""
+        if hasattr(self.encoder, "full_res_from_stem"):
+            return self.encoder.full_res_from_stem()
+        return f"full-resolution stage: random ({type(self.encoder).__name__} keeps it random)"
+
 
 def build_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
                   deep_supervision: bool) -> nn.Module:

@@ -105,6 +105,9 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     # (ImageNet) weights instead of toward zero; after each step every encoder weight moves the fraction
     # l2sp_strength x (its current lr) of the way back. 0: off. Tuned for AdamW's encoder lr of 1e-4
     l2sp_strength: float = 0.0
+    # the random full-resolution stage starts from the ImageNet stem filters where their shapes fit (EfficientNet:
+    # 32 3x3 filters, as nnU-Net plans stage 0); in 2D and inflated 3D, where the recipe study measured it
+    full_res_from_stem: bool = True
 
     @classmethod
     def xdim_arch(cls) -> XDimArch:
@@ -243,5 +246,7 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         loaded = load_pretrained_backbone(arch.backbone, net.build_2d_backbone,
                                           weights_file=self.pretrained_weights_file)
         net.load_pretrained(loaded.model)
+        if self.full_res_from_stem:
+            self.print_to_log_file(net.full_res_from_stem())
         self._initial_fingerprint = _fingerprint(net)
         self.print_to_log_file(f"Encoder {arch.backbone}: ImageNet weights loaded from {loaded.source}")

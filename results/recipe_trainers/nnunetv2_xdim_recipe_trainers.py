@@ -5,7 +5,6 @@ install offline).
 The study adds this folder to nnUNet_extTrainer next to the package's own folder. Every class keeps the
 architecture record of its parent, so its models predict with nnU-Net's commands like any XDim model.
 """
-import torch
 
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
@@ -18,11 +17,11 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite1_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite2,
                                              nnUNetTrainerXDimEfficientNetLite2_Scratch)
-from nnunetv2_xdim.transfer.rules import get_rule
 
 
-# Every arm names its optimiser and its L2-SP strength (0: plain weight decay), so that an arm stays the recipe it
-# was measured with when the package's default changes. The study's first reference arms (pretrained, scratch,
+# Every pretrained arm names its optimiser, its L2-SP strength (0: plain weight decay) and whether its
+# full-resolution stage starts from the ImageNet stem (the package default since 2026-12-06; off in every arm
+# measured before), so that an arm stays the recipe it was measured with when the package's default changes. The study's first reference arms (pretrained, scratch,
 # lite1/2) and every one-factor arm that does not name AdamW use nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2),
 # the XDim trainers' default before 2026-12.
 
@@ -30,8 +29,8 @@ def _sgd_arm(base: type) -> type:
     """`base` with nnU-Net's SGD pinned, named nnUNetTrainerXDim<Lite0>R_SGD[_Scratch]"""
     backbone, _, twin = base.__name__[len("nnUNetTrainerXDimEfficientNet"):].partition("_")
     name = f"nnUNetTrainerXDim{backbone}R_SGD" + (f"_{twin}" if twin else "")
-    return type(name, (base,), {"optimizer_name": "sgd", "l2sp_strength": 0.0, "__module__": __name__,
-                                "__doc__": f"{base.__name__}, SGD"})
+    return type(name, (base,), {"optimizer_name": "sgd", "l2sp_strength": 0.0, "full_res_from_stem": False,
+                                "__module__": __name__, "__doc__": f"{base.__name__}, SGD"})
 
 
 nnUNetTrainerXDimLite0R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite0)  # the `pretrained` arm
@@ -80,6 +79,7 @@ class nnUNetTrainerXDimLite0R_AdamW(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW, lr 1e-3, weight decay 1e-2 (instead of SGD momentum 0.99, lr 1e-2)"""
     optimizer_name = "adamw"
     l2sp_strength = 0.0
+    full_res_from_stem = False
 
 
 class nnUNetTrainerXDimLite0R_AdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_Scratch):
@@ -159,6 +159,7 @@ class nnUNetTrainerXDimLite0R_AdamWInstance(nnUNetTrainerXDimEfficientNetLite0):
     """the two best pretrained arms on their own axes combined: AdamW and BatchNorm converted to InstanceNorm"""
     optimizer_name = "adamw"
     l2sp_strength = 0.0
+    full_res_from_stem = False
     encoder_norm = "instance"
     encoder_norm_3d = "instance"
 
@@ -231,32 +232,9 @@ class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
     (in_chans-adapted) stem filters at stride 1 (in 3D inflated like the stem, to the stage's depth kernel) and
     its norm the stem BatchNorm's affine parameters. Lite0's stem has 32 filters, as many as nnU-Net plans for
     stage 0 here. The stage stays outside the encoder's parameter group: it learns at the decoder's rate, as it
-    does in every other arm."""
-
-    def maybe_load_imagenet_weights(self) -> None:
-        net = unwrap(self.network)
-        before = _fingerprint(net)
-        super().maybe_load_imagenet_weights()
-        if not self.pretrained or _fingerprint(net) == before:
-            return  # nothing loaded (checkpoint, or scratch)
-        stem, bn = net.encoder.backbone.conv_stem, net.encoder.backbone.bn1
-        first = net.encoder.full_res.convs[0]
-        weight = stem.weight.detach()
-        if weight.dim() == 5:
-            # 3D: the inflated stem's 2D kernel (its depth sum, for either inflation rule) inflated by the same
-            # rule to the full-resolution stage's own depth kernel, which the plan may set differently
-            weight = get_rule(net.encoder.inflation)(weight.sum(2), first.conv.weight.shape[2])
-        if first.conv.weight.shape != weight.shape:
-            raise ValueError(f"full-resolution conv {tuple(first.conv.weight.shape)} != stem "
-                             f"{tuple(weight.shape)}")
-        with torch.no_grad():
-            first.conv.weight.copy_(weight)
-            if first.conv.bias is not None:
-                first.conv.bias.zero_()
-            first.norm.weight.copy_(bn.weight)
-            first.norm.bias.copy_(bn.bias)
-        self._initial_fingerprint = _fingerprint(net)
-        self.print_to_log_file("Full-resolution stage: first convolution from the ImageNet stem (stride 1)")
+    does in every other arm. The package's `full_res_from_stem` (TimmUNetEncoder.full_res_from_stem) since
+    2026-12-06; until then the same copy lived in this class."""
+    full_res_from_stem = True
 
 
 class nnUNetTrainerXDimLite0R_Transfuse1(nnUNetTrainerXDimLite0R_Transfuse2):
@@ -273,6 +251,7 @@ class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW with the encoder at the decoder's rate: against adamw_scratch only the initialisation differs"""
     optimizer_name = "adamw"
     l2sp_strength = 0.0
+    full_res_from_stem = False
     encoder_lr_factor = 1.0
 
 
@@ -286,6 +265,7 @@ class nnUNetTrainerXDimLite0R_AdamWFreeze10(nnUNetTrainerXDimEfficientNetLite0):
     features); its twin is adamw_scratch, for which a frozen phase is meaningless"""
     optimizer_name = "adamw"
     l2sp_strength = 0.0
+    full_res_from_stem = False
     freeze_encoder_fraction = 0.1
 
 
@@ -313,6 +293,7 @@ class nnUNetTrainerXDimLite0R_AdamWL2SP(nnUNetTrainerXDimEfficientNetLite0):
     free fine-tuning. Its twin is adamw_scratch (a pull toward random weights carries no prior)."""
     optimizer_name = "adamw"
     l2sp_strength = 100.0
+    full_res_from_stem = False
 
 
 class nnUNetTrainerXDimLite0R_AdamWL2SP1000(nnUNetTrainerXDimLite0R_AdamWL2SP):
@@ -336,6 +317,7 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamW(nnUNetTrainerXDimEfficientNetLite0_
     it is the adamw arm)"""
     optimizer_name = "adamw"
     l2sp_strength = 0.0
+    full_res_from_stem = False
 
 
 class nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch):
@@ -354,6 +336,7 @@ class nnUNetTrainerXDimLite0R_StackedAdamW(nnUNetTrainerXDimEfficientNetLite0_St
     the 2D ImageNet encoder reads unchanged (pseudo-RGB, no kernel inflated); AdamW. 3d_fullres only"""
     optimizer_name = "adamw"
     l2sp_strength = 0.0
+    full_res_from_stem = False
 
 
 class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_Stacked_Scratch):
@@ -366,6 +349,7 @@ class nnUNetTrainerXDimLite2R_AdamW(nnUNetTrainerXDimEfficientNetLite2):
     better ImageNet features: asks whether stronger weights widen the lead in 3D)"""
     optimizer_name = "adamw"
     l2sp_strength = 0.0
+    full_res_from_stem = False
 
 
 class nnUNetTrainerXDimLite2R_AdamW_Scratch(nnUNetTrainerXDimEfficientNetLite2_Scratch):
