@@ -1,7 +1,8 @@
 """The 2D encoder: a timm backbone laid onto an nnU-Net plan (Omnia-Net, generalised).
 
 Plan stage 0 (full resolution) is a small randomly initialised conv stage: the pretrained stem downsamples
-at once, and nnU-Net's decoder wants a full-resolution skip. Plan stages 1.. are the backbone's feature
+at once, and nnU-Net's decoder wants a full-resolution skip (the trainer may start it from the stem's filters:
+`full_res_from_stem`). Plan stages 1.. are the backbone's feature
 levels, each downsampling with the plan's stride for that stage (the backbone runs on the raw input). A
 backbone whose first level is at reduction 4 (ConvNeXt) takes two plan stages for it, with a random bridge
 stage providing the skip in between. Plan stages beyond the backbone's levels are random conv stages; a
