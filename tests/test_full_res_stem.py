@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from plans_util import configuration_dict, managers, plans_dict
+from nnunetv2_xdim.backbones.norms import convert_norms
 from nnunetv2_xdim.backbones.timm_backbone import backbone_stem, create_features_model
 from nnunetv2_xdim.networks.plan import PlanArch, XDimArch
 from nnunetv2_xdim.networks.unet import build_network
@@ -111,8 +112,17 @@ def test_other_3d_modes_keep_their_random_stage(mode):
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 
+@pytest.mark.parametrize("encoder_norm", ["batch", "frozen", "instance"])
 @pytest.mark.parametrize("backbone, conv, norm", [("tf_efficientnet_lite0", "conv_stem", "bn1"),
                                                   ("resnet18", "conv1", "bn1")])
-def test_backbone_stem_is_the_first_convolution_and_its_norm(backbone, conv, norm):
-    model = create_features_model(backbone, 2, 2)
+def test_backbone_stem_is_the_first_convolution_and_its_norm(backbone, conv, norm, encoder_norm):
+    model = convert_norms(create_features_model(backbone, 2, 2), encoder_norm)  # a frozen norm holds buffers only
     assert backbone_stem(model) == (getattr(model, conv), getattr(model, norm))
+
+
+def test_frozen_encoder_norm_gets_the_stem_too(tmp_path, monkeypatch):
+    _, net, _ = loaded_trainer(nnUNetTrainerXDimEfficientNetLite0, "2d", tmp_path, monkeypatch, encoder_norm="frozen")
+    bn1 = net.encoder.backbone.bn1
+    assert type(bn1).__name__.startswith("FrozenBatchNorm")
+    assert torch.equal(full_res_start(net)[0], net.encoder.backbone.conv_stem.weight)
+    assert torch.equal(full_res_start(net)[2], bn1.weight)

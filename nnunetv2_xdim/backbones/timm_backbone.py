@@ -62,7 +62,10 @@ def backbone_stem(model: nn.Module) -> Tuple[nn.Module, nn.Module]:
     modules = list(model.modules())
     i = next(i for i, m in enumerate(modules) if isinstance(m, _CONVS))
     conv = modules[i]
-    following = next((m for m in modules[i + 1:] if any(True for _ in m.parameters(recurse=False))), None)
+    # the next module holding tensors of its own (a frozen BatchNorm holds buffers only)
+    following = next((m for m in modules[i + 1:]
+                      if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False))),
+                     None)
     weight = getattr(following, "weight", None)
     is_norm = weight is not None and weight.dim() == 1 and weight.numel() == conv.out_channels
     return conv, following if is_norm else None

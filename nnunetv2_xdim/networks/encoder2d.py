@@ -2,11 +2,10 @@
 
 Plan stage 0 (full resolution) is a small randomly initialised conv stage: the pretrained stem downsamples
 at once, and nnU-Net's decoder wants a full-resolution skip (the trainer may start it from the stem's filters:
-`full_res_from_stem`). Plan stages 1.. are the backbone's feature
-levels, each downsampling with the plan's stride for that stage (the backbone runs on the raw input). A
-backbone whose first level is at reduction 4 (ConvNeXt) takes two plan stages for it, with a random bridge
-stage providing the skip in between. Plan stages beyond the backbone's levels are random conv stages; a
-plan with fewer stages uses only the first levels.
+`full_res_from_stem`). Plan stages 1.. are the backbone's feature levels, each downsampling with the plan's
+stride for that stage (the backbone runs on the raw input). A backbone whose first level is at reduction 4
+(ConvNeXt) takes two plan stages for it, with a random bridge stage providing the skip in between. Plan stages
+beyond the backbone's levels are random conv stages; a plan with fewer stages uses only the first levels.
 """
 import copy
 from typing import List, Tuple
@@ -137,17 +136,18 @@ class TimmUNetEncoder(BackboneEncoder):
         stem, stem_norm = backbone_stem(self.backbone)
         first = self.full_res.convs[0]
         weight = self.stem_kernel_for_full_res(stem.weight.detach(), first.conv.weight.shape)
-        norm_weight = getattr(first.norm, "weight", None)
+        norm = getattr(first, "norm", None)  # none where the plan has no norm_op
+        norm_weight = getattr(norm, "weight", None)
         if weight.shape != first.conv.weight.shape or stem_norm is None or norm_weight is None:
             return (f"full-resolution stage: random (the stem {tuple(stem.weight.shape)} with norm "
                     f"{type(stem_norm).__name__} does not fit its {tuple(first.conv.weight.shape)} convolution "
-                    f"with norm {type(first.norm).__name__})")
+                    f"with norm {type(norm).__name__})")
         with torch.no_grad():
             first.conv.weight.copy_(weight)
             if first.conv.bias is not None:
                 first.conv.bias.copy_(stem.bias if stem.bias is not None else torch.zeros_like(first.conv.bias))
             norm_weight.copy_(stem_norm.weight)
-            first.norm.bias.copy_(stem_norm.bias)
+            norm.bias.copy_(stem_norm.bias)
         return "full-resolution stage: first convolution and norm from the ImageNet stem (stride 1)"
 
     def stem_kernel_for_full_res(self, weight: torch.Tensor, shape) -> torch.Tensor:
