@@ -43,11 +43,8 @@ def full_res_start(net):
     return first.conv.weight, first.conv.bias, first.norm.weight, first.norm.bias
 
 
-@pytest.mark.parametrize("config", ["2d", "3d_fullres"])
-@pytest.mark.parametrize("rule", sorted(RULES))
+@pytest.mark.parametrize("config, rule", [("2d", "centre")] + [("3d_fullres", r) for r in sorted(RULES)])
 def test_default_starts_the_full_resolution_stage_from_the_imagenet_stem(config, rule, tmp_path, monkeypatch):
-    if config == "2d" and rule != "centre":
-        pytest.skip("the inflation rule has no effect in 2D")
     trainer, net, before = loaded_trainer(nnUNetTrainerXDimEfficientNetLite0, config, tmp_path, monkeypatch,
                                           inflation=rule)
     assert nnUNetTrainerXDimEfficientNetLite0.full_res_from_stem is True
