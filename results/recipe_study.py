@@ -23,8 +23,8 @@ Arms (--arms, default: pretrained scratch default): `pretrained` EfficientNet-Li
 (nnUNetTrainerXDimLite0R_SGD: the XDim trainers' default recipe until 2026-12; older rows of runs.csv name it
 nnUNetTrainerXDimEfficientNetLite0), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, `adamw` and
 `adamw_scratch` (the trainers' default recipe since then; since 2026-12-06 the pretrained default also starts
-its full-resolution stage from the ImageNet stem, i.e. is `adamw_fullres_stem`, twin unchanged), and one-factor variants of `pretrained` from
-results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder and its control
+its full-resolution stage from the ImageNet stem, i.e. is `adamw_fullres_stem`, twin unchanged), and one-factor
+variants of `pretrained` from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder and its control
 frozen_random_encoder (the same frozen encoder without ImageNet weights; compared with frozen_encoder), norm_frozen,
 norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
 adamw_enc_lr_1, adamw_freeze_10, adamw_imagenet_range and adamw_fullres_stem (the input window and the

@@ -10,7 +10,8 @@ from nnunetv2_xdim.backbones.timm_backbone import backbone_stem, create_features
 from nnunetv2_xdim.networks.plan import PlanArch, XDimArch
 from nnunetv2_xdim.networks.unet import build_network
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
-from nnunetv2_xdim.trainers.variants import nnUNetTrainerXDimEfficientNetLite0, nnUNetTrainerXDimEfficientNetLite0_Scratch
+from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
+                                             nnUNetTrainerXDimEfficientNetLite0_Scratch)
 from nnunetv2_xdim.transfer.rules import RULES
 
 DATASET_JSON = {"channel_names": {"0": "T1", "1": "FLAIR"}, "labels": {"background": 0, "tumour": 1},

@@ -21,9 +21,9 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
 
 # Every pretrained arm names its optimiser, its L2-SP strength (0: plain weight decay) and whether its
 # full-resolution stage starts from the ImageNet stem (the package default since 2026-12-06; off in every arm
-# measured before), so that an arm stays the recipe it was measured with when the package's default changes. The study's first reference arms (pretrained, scratch,
-# lite1/2) and every one-factor arm that does not name AdamW use nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2),
-# the XDim trainers' default before 2026-12.
+# measured before), so that an arm stays the recipe it was measured with when the package's default changes. The
+# study's first reference arms (pretrained, scratch, lite1/2) and every one-factor arm that does not name AdamW use
+# nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2), the XDim trainers' default before 2026-12.
 
 def _sgd_arm(base: type) -> type:
     """`base` with nnU-Net's SGD pinned, named nnUNetTrainerXDim<Lite0>R_SGD[_Scratch]"""
