@@ -28,12 +28,14 @@ variants of `pretrained` from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no
 frozen_random_encoder (the same frozen encoder without ImageNet weights; compared with frozen_encoder), norm_frozen,
 norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
 adamw_enc_lr_1, adamw_freeze_10, adamw_imagenet_range and adamw_fullres_stem (the input window and the
-full-resolution stem arms in the adamw recipe, 3d_fullres too), adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and
+full-resolution stem arms in the adamw recipe, 3d_fullres too), adamw_fullres_stem_imagenet_range (both),
+adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and
 adamw_l2sp_1000 (encoder decay toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and
 its twin adamw_instance_scratch, adamw_batch3d and its twin adamw_batch3d_scratch (the inflated encoder keeps
 BatchNorm in 3d_fullres), slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its
-encoder at the decoder's rate), stacked_adamw and its twin stacked_adamw_scratch (3d_fullres by the slice-wise or
-the stacked mode instead of inflation)),
+encoder at the decoder's rate, and slicewise_adamw_fullres_stem, its stage 0 from the ImageNet stem),
+stacked_adamw and its twin stacked_adamw_scratch (3d_fullres by the slice-wise or the stacked mode instead of
+inflation)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`, and `lite2_adamw`
 with its twin `lite2_adamw_scratch` (Lite2 in the adamw recipe). Finished
 runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone
@@ -95,6 +97,7 @@ ARMS = {
     "adamw_freeze_10": "nnUNetTrainerXDimLite0R_AdamWFreeze10",
     "adamw_imagenet_range": "nnUNetTrainerXDimLite0R_AdamWImageNetRange",
     "adamw_fullres_stem": "nnUNetTrainerXDimLite0R_AdamWFullResStem",
+    "adamw_fullres_stem_imagenet_range": "nnUNetTrainerXDimLite0R_AdamWFullResStemImageNetRange",
     "adamw_l2sp": "nnUNetTrainerXDimLite0R_AdamWL2SP",
     "adamw_l2sp_1000": "nnUNetTrainerXDimLite0R_AdamWL2SP1000",
     "adamw_l2sp_30": "nnUNetTrainerXDimLite0R_AdamWL2SP30",
@@ -102,6 +105,7 @@ ARMS = {
     "slicewise_adamw": "nnUNetTrainerXDimLite0R_SliceWiseAdamW",
     "slicewise_adamw_scratch": "nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch",
     "slicewise_adamw_enc_lr_1": "nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1",
+    "slicewise_adamw_fullres_stem": "nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem",
     "stacked_adamw": "nnUNetTrainerXDimLite0R_StackedAdamW",
     "stacked_adamw_scratch": "nnUNetTrainerXDimLite0R_StackedAdamW_Scratch",
     "transfuse_1": "nnUNetTrainerXDimLite0R_Transfuse1",
@@ -120,9 +124,11 @@ ARMS = {
 TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
          "adamw_batch3d": "adamw_batch3d_scratch",
          "adamw_freeze_10": "adamw_scratch", "adamw_imagenet_range": "adamw_scratch",
-         "adamw_fullres_stem": "adamw_scratch", "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
+         "adamw_fullres_stem": "adamw_scratch", "adamw_fullres_stem_imagenet_range": "adamw_scratch",
+         "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
          "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
          "slicewise_adamw": "slicewise_adamw_scratch", "slicewise_adamw_enc_lr_1": "slicewise_adamw_scratch",
+         "slicewise_adamw_fullres_stem": "slicewise_adamw_scratch",
          "stacked_adamw": "stacked_adamw_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch", "lite2_adamw": "lite2_adamw_scratch"}
 # the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
@@ -130,10 +136,11 @@ BASES = {"frozen_random_encoder": "frozen_encoder",
          "adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
          "adamw_batch3d": "adamw", "adamw_batch3d_scratch": "adamw_scratch",
          "adamw_freeze_10": "adamw", "adamw_imagenet_range": "adamw", "adamw_fullres_stem": "adamw",
+         "adamw_fullres_stem_imagenet_range": "adamw_fullres_stem",
          "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
          "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
          "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
-         "slicewise_adamw_enc_lr_1": "slicewise_adamw",
+         "slicewise_adamw_enc_lr_1": "slicewise_adamw", "slicewise_adamw_fullres_stem": "slicewise_adamw",
          "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch",
          "lite2_adamw": "adamw", "lite2_adamw_scratch": "adamw_scratch"}
 

@@ -6,6 +6,9 @@ The study adds this folder to nnUNet_extTrainer next to the package's own folder
 architecture record of its parent, so its models predict with nnU-Net's commands like any XDim model.
 """
 
+import types
+
+from nnunetv2_xdim.networks.encoder2d import TimmUNetEncoder
 from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
@@ -17,6 +20,7 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite1_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite2,
                                              nnUNetTrainerXDimEfficientNetLite2_Scratch)
+from nnunetv2_xdim.transfer.rules import centre
 
 
 # Every pretrained arm names its optimiser, its L2-SP strength (0: plain weight decay) and whether its
@@ -281,6 +285,13 @@ class nnUNetTrainerXDimLite0R_AdamWFullResStem(nnUNetTrainerXDimLite0R_FullResSt
     optimizer_name = "adamw"
 
 
+class nnUNetTrainerXDimLite0R_AdamWFullResStemImageNetRange(nnUNetTrainerXDimLite0R_AdamWImageNetRange):
+    """the package's recipe (AdamW, full-resolution stage from the ImageNet stem) with the encoder's input windowed
+    to the weights' range (imagenet_window): does the window add to the stem start? Its base is
+    adamw_fullres_stem, its twin adamw_scratch"""
+    full_res_from_stem = True
+
+
 class nnUNetTrainerXDimLite0R_AdamWL2SP(nnUNetTrainerXDimEfficientNetLite0):
     """AdamW whose encoder weight decay pulls toward the ImageNet weights instead of toward zero: decoupled L2-SP
     (after Li et al., ICML 2018, "Explicit inductive bias for transfer learning"), the classic regulariser for
@@ -329,6 +340,27 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1(nnUNetTrainerXDimLite0R_Slice
     """the slice-wise AdamW arm with the encoder at the decoder's rate: against its twin only the initialisation
     differs (asks whether the 0.1x encoder rate holds back the ImageNet encoder in 3D)"""
     encoder_lr_factor = 1.0
+
+
+class nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem(nnUNetTrainerXDimLite0R_SliceWiseAdamW):
+    """the slice-wise AdamW arm with its full-resolution stage started from the ImageNet stem, as the package starts
+    it in 2D and inflated 3D (TimmUNetEncoder.full_res_from_stem): the 2D stem in the middle slice of the stage's
+    depth kernel (the centre rule), so the stage starts by applying the stem to every slice, as the backbone reads
+    them. The package keeps the slice-wise stage random (this arm did not win); its twin is
+    slicewise_adamw_scratch"""
+    full_res_from_stem = True
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        net = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                 num_output_channels, enable_deep_supervision)
+        # this network's slice-wise encoder gets the package's stem copy with a centre-inflated kernel; instance
+        # attributes only: the architecture record and the state dict stay those of the slice-wise mode
+        encoder = net.encoder
+        encoder.stem_kernel_for_full_res = lambda weight, shape: centre(weight, shape[2])
+        encoder.full_res_from_stem = types.MethodType(TimmUNetEncoder.full_res_from_stem, encoder)
+        return net
 
 
 class nnUNetTrainerXDimLite0R_StackedAdamW(nnUNetTrainerXDimEfficientNetLite0_Stacked):
