@@ -35,7 +35,7 @@ its twin adamw_instance_scratch, adamw_batch3d and its twin adamw_batch3d_scratc
 BatchNorm in 3d_fullres), slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its
 encoder at the decoder's rate, and slicewise_adamw_fullres_stem, its stage 0 from the ImageNet stem),
 stacked_adamw and its twin stacked_adamw_scratch (3d_fullres by the slice-wise or the stacked mode instead of
-inflation)),
+inflation), and stacked_adamw_fullres_stem (its 2D core's stage 0 from the ImageNet stem)),
 plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`, and `lite2_adamw`
 with its twin `lite2_adamw_scratch` (Lite2 in the adamw recipe). Finished
 runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone
@@ -108,6 +108,7 @@ ARMS = {
     "slicewise_adamw_fullres_stem": "nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem",
     "stacked_adamw": "nnUNetTrainerXDimLite0R_StackedAdamW",
     "stacked_adamw_scratch": "nnUNetTrainerXDimLite0R_StackedAdamW_Scratch",
+    "stacked_adamw_fullres_stem": "nnUNetTrainerXDimLite0R_StackedAdamWFullResStem",
     "transfuse_1": "nnUNetTrainerXDimLite0R_Transfuse1",
     "transfuse_2": "nnUNetTrainerXDimLite0R_Transfuse2",
     "transfuse_3": "nnUNetTrainerXDimLite0R_Transfuse3",
@@ -129,7 +130,7 @@ TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_ins
          "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
          "slicewise_adamw": "slicewise_adamw_scratch", "slicewise_adamw_enc_lr_1": "slicewise_adamw_scratch",
          "slicewise_adamw_fullres_stem": "slicewise_adamw_scratch",
-         "stacked_adamw": "stacked_adamw_scratch",
+         "stacked_adamw": "stacked_adamw_scratch", "stacked_adamw_fullres_stem": "stacked_adamw_scratch",
          "lite1": "lite1_scratch", "lite2": "lite2_scratch", "lite2_adamw": "lite2_adamw_scratch"}
 # the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
 BASES = {"frozen_random_encoder": "frozen_encoder",
@@ -142,6 +143,7 @@ BASES = {"frozen_random_encoder": "frozen_encoder",
          "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
          "slicewise_adamw_enc_lr_1": "slicewise_adamw", "slicewise_adamw_fullres_stem": "slicewise_adamw",
          "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch",
+         "stacked_adamw_fullres_stem": "stacked_adamw",
          "lite2_adamw": "adamw", "lite2_adamw_scratch": "adamw_scratch"}
 
 

@@ -376,6 +376,23 @@ class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(nnUNetTrainerXDimEfficientNet
     optimizer_name = "adamw"
 
 
+class nnUNetTrainerXDimLite0R_StackedAdamWFullResStem(nnUNetTrainerXDimLite0R_StackedAdamW):
+    """the stacked AdamW arm with its 2D core's full-resolution stage started from the ImageNet stem, as the package
+    starts it in 2D and inflated 3D: that stage reads the 3-channel compressed slab, so the 2D stem (32x3x3x3 for
+    Lite0) fits it as it is, at stride 1. The random 3D stem before the compression stays random. The package
+    keeps the stacked mode's stage random; its twin is stacked_adamw_scratch"""
+    full_res_from_stem = True
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
+                                   num_output_channels, enable_deep_supervision=True):
+        net = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                 num_output_channels, enable_deep_supervision)
+        # an instance attribute only: the architecture record and the state dict stay those of the stacked mode
+        net.encoder.full_res_from_stem = net.encoder.core_encoder.full_res_from_stem
+        return net
+
+
 class nnUNetTrainerXDimLite2R_AdamW(nnUNetTrainerXDimEfficientNetLite2):
     """the adamw arm with EfficientNet-Lite2's ImageNet weights instead of Lite0's (a wider, deeper encoder with
     better ImageNet features: asks whether stronger weights widen the lead in 3D)"""
