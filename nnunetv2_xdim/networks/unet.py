@@ -48,8 +48,8 @@ class XDimUNet(nn.Module):
 
     def full_res_from_stem(self) -> str:
         """See TimmUNetEncoder.full_res_from_stem (2D and inflated encoders); the other 3D modes keep their random
-        full-resolution stage: the recipe study found this start a gain in inflated 3D, a tie in 2D, no gain in
-        the slice-wise mode (its arm slicewise_adamw_fullres_stem), and did not measure it in the stacked mode."""
+        full-resolution stage: the recipe study found this start a gain in inflated 3D, a tie in 2D, and no gain
+        in the slice-wise and stacked modes (arms slicewise_adamw_fullres_stem, stacked_adamw_fullres_stem)."""
         if hasattr(self.encoder, "full_res_from_stem"):
             return self.encoder.full_res_from_stem()
         return f"full-resolution stage: random ({type(self.encoder).__name__} keeps it random)"
