@@ -143,11 +143,9 @@ def imagenet_window(x):
     return ((x + 2.0) / 5.0).clamp(0.0, 1.0) * 2.0 - 1.0
 
 
-class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimLite0R_SGD):
-    """the encoder sees imagenet_window(x) instead of nnU-Net's z-scores (results/intensity_scale_check.md: a
-    scale alone is invisible to BatchNorm, a shift is not). The window is a forward pre-hook, not part of the
-    architecture record: the study's numbers come from nnU-Net's validation inside nnUNetv2_train, which runs
-    this trainer's network; nnUNetv2_predict of such a model would not apply it."""
+class AdaptsBuiltNetwork:
+    """Mixin (list it first) for arms that change the network nnU-Net builds, in place: `adapt_network(net)` adds
+    hooks or instance attributes only, so the architecture record and the state dict stay the parent's."""
 
     @classmethod
     def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
@@ -155,8 +153,23 @@ class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimLite0R_SGD):
         # the explicit signature: nnU-Net inspects it and calls *args overrides the old (pre-2.6) way
         net = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
                                                  num_output_channels, enable_deep_supervision)
-        net.encoder.register_forward_pre_hook(lambda module, inputs: (imagenet_window(inputs[0]),) + inputs[1:])
+        cls.adapt_network(net)
         return net
+
+    @staticmethod
+    def adapt_network(net) -> None:
+        raise NotImplementedError
+
+
+class nnUNetTrainerXDimLite0R_ImageNetRange(AdaptsBuiltNetwork, nnUNetTrainerXDimLite0R_SGD):
+    """the encoder sees imagenet_window(x) instead of nnU-Net's z-scores (results/intensity_scale_check.md: a
+    scale alone is invisible to BatchNorm, a shift is not). The window is a forward pre-hook, not part of the
+    architecture record: the study's numbers come from nnU-Net's validation inside nnUNetv2_train, which runs
+    this trainer's network; nnUNetv2_predict of such a model would not apply it."""
+
+    @staticmethod
+    def adapt_network(net) -> None:
+        net.encoder.register_forward_pre_hook(lambda module, inputs: (imagenet_window(inputs[0]),) + inputs[1:])
 
 
 class nnUNetTrainerXDimLite0R_AdamWInstance(nnUNetTrainerXDimEfficientNetLite0):
@@ -342,7 +355,7 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1(nnUNetTrainerXDimLite0R_Slice
     encoder_lr_factor = 1.0
 
 
-class nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem(nnUNetTrainerXDimLite0R_SliceWiseAdamW):
+class nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem(AdaptsBuiltNetwork, nnUNetTrainerXDimLite0R_SliceWiseAdamW):
     """the slice-wise AdamW arm with its full-resolution stage started from the ImageNet stem, as the package starts
     it in 2D and inflated 3D (TimmUNetEncoder.full_res_from_stem): the 2D stem in the middle slice of the stage's
     depth kernel (the centre rule), so the stage starts by applying the stem to every slice, as the backbone reads
@@ -350,17 +363,12 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem(nnUNetTrainerXDimLite0R_
     slicewise_adamw_scratch"""
     full_res_from_stem = True
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=True):
-        net = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                 num_output_channels, enable_deep_supervision)
-        # this network's slice-wise encoder gets the package's stem copy with a centre-inflated kernel; instance
-        # attributes only: the architecture record and the state dict stay those of the slice-wise mode
+    @staticmethod
+    def adapt_network(net) -> None:
+        # the slice-wise encoder gets the package's stem copy with a centre-inflated kernel
         encoder = net.encoder
         encoder.stem_kernel_for_full_res = lambda weight, shape: centre(weight, shape[2])
         encoder.full_res_from_stem = types.MethodType(TimmUNetEncoder.full_res_from_stem, encoder)
-        return net
 
 
 class nnUNetTrainerXDimLite0R_StackedAdamW(nnUNetTrainerXDimEfficientNetLite0_Stacked):
@@ -376,21 +384,16 @@ class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(nnUNetTrainerXDimEfficientNet
     optimizer_name = "adamw"
 
 
-class nnUNetTrainerXDimLite0R_StackedAdamWFullResStem(nnUNetTrainerXDimLite0R_StackedAdamW):
+class nnUNetTrainerXDimLite0R_StackedAdamWFullResStem(AdaptsBuiltNetwork, nnUNetTrainerXDimLite0R_StackedAdamW):
     """the stacked AdamW arm with its 2D core's full-resolution stage started from the ImageNet stem, as the package
     starts it in 2D and inflated 3D: that stage reads the 3-channel compressed slab, so the 2D stem (32x3x3x3 for
     Lite0) fits it as it is, at stride 1. The random 3D stem before the compression stays random. The package
     keeps the stacked mode's stage random; its twin is stacked_adamw_scratch"""
     full_res_from_stem = True
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=True):
-        net = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                 num_output_channels, enable_deep_supervision)
-        # an instance attribute only: the architecture record and the state dict stay those of the stacked mode
+    @staticmethod
+    def adapt_network(net) -> None:
         net.encoder.full_res_from_stem = net.encoder.core_encoder.full_res_from_stem
-        return net
 
 
 class nnUNetTrainerXDimLite2R_AdamW(nnUNetTrainerXDimEfficientNetLite2):
