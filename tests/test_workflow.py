@@ -3,6 +3,7 @@ ensembling, postprocessing, multi-fold prediction. A long chain: `python -m pyte
 import os
 
 import pytest
+from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from e2e_util import nnunet_env, plan_and_preprocess, predict, run, train
 from nnunetv2_xdim.synthetic import make_dataset
@@ -35,11 +36,12 @@ def test_five_folds_find_best_configuration_ensemble_postprocess(tmp_path):
     run(["nnUNetv2_ensemble", "-i", *preds, "-o", ensemble, "-np", "1"], env)
     assert sorted(f for f in os.listdir(ensemble) if f.endswith(".png")) == ["case_010.png", "case_011.png"]
 
-    # postprocessing chosen on the cross-validation of one trainer, applied to its predictions
-    model = os.path.join(results, f"{TRAINERS[0]}__nnUNetPlans__2d")
-    pp = os.path.join(model, "crossval_results_folds_0_1_2_3_4", "postprocessing.pkl")
-    assert os.path.isfile(pp)
+    # postprocessing is chosen on the cross-validation of the best model or ensemble only, and which one wins
+    # after two iterations is chance: take the file nnU-Net names, apply it to the XDim trainer's predictions
+    best = load_json(os.path.join(results, "inference_information.json"))["best_model_or_ensemble"]
+    pp = best["postprocessing_file"]
+    assert os.path.isfile(pp), out[-2000:]
     post = str(tmp_path / "postprocessed")
     run(["nnUNetv2_apply_postprocessing", "-i", preds[0], "-o", post, "-pp_pkl_file", pp, "-np", "1",
-         "-plans_json", os.path.join(model, "plans.json")], env)
+         "-plans_json", best["some_plans_file"]], env)
     assert sorted(f for f in os.listdir(post) if f.endswith(".png")) == ["case_010.png", "case_011.png"]
