@@ -1,7 +1,6 @@
 """Multi-GPU correctness without GPUs: DDP (gloo, 2 CPU processes) equals one process on the whole batch for
 per-sample normalisations, and nnU-Net's SyncBatchNorm conversion reaches every BatchNorm of our networks
 without dropping timm's fused activations."""
-import os
 import tempfile
 
 import pytest

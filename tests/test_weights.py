@@ -2,7 +2,6 @@
 import os
 import time
 
-import numpy as np
 import pytest
 import timm
 import torch
