@@ -5,7 +5,7 @@ train step under fp16 autocast. Neither happens on CPU (nnU-Net switches both of
 tests a network that only breaks there would reach users first. `aot_eager` traces the same graph (dynamo,
 including our gradient checkpointing) and the same autograd as inductor, without compiling kernels, which
 keeps the tests at seconds (inductor, run by hand on CPU on 2026-12-07 for the 2D, inflated, slice-wise and
-stacked networks and nnU-Net's own, matched eager to 2e-5 and compiled in 36-115 s each). CPU autocast uses
+stacked networks and nnU-Net's own, also matched eager). CPU autocast uses
 CPU's op lists, not CUDA's: it catches dtype mismatches in our own code, not every fp16 range problem a GPU
 could show.
 """
