@@ -1,31 +1,39 @@
 """The CHAOS points score: each metric mapped onto 0-100 points, averaged per organ, case and task.
 
-Sources: the scoring rule and thresholds are those of Kavur et al., "CHAOS Challenge - combined (CT-MR) healthy
-abdominal organ segmentation", Medical Image Analysis 69 (2021) 101950 (arXiv:2001.06535), evaluation section,
-also described in CHAOS_Metrics_and_Evaluation_Method.pdf of the organisers' repository
-github.com/emrekavur/CHAOS-evaluation and on https://chaos.grand-challenge.org/Evaluation/ ; the metric
+Source of the rule: the organisers' document CHAOS_Metrics_and_Evaluation_Method.pdf in their public repository
+github.com/emrekavur/CHAOS-evaluation, section 2, equations 6-9 (the scoring of Kavur et al., "CHAOS Challenge -
+combined (CT-MR) healthy abdominal organ segmentation", Medical Image Analysis 69 (2021) 101950). The metric
 definitions follow that repository's Python/CHAOSmetrics.py (DICE; RAVD in percent; ASSD and MSSD in mm over
-face-connected border voxels, pooled for ASSD). Each metric is mapped linearly from its best value (100 points)
-to a threshold set from the inter-annotator variability (0 points); values beyond the threshold score 0:
-    DICE 1 -> 0.8,  RAVD 0 % -> 5 %,  ASSD 0 mm -> 15 mm,  MSSD 0 mm -> 60 mm.
+face-connected border voxels, pooled for ASSD). Each metric has a threshold set from the inter-annotator
+variability; a value beyond it scores 0 points:
+    eq. 6  DICE:  0 below 0.8, else 100 x DICE           (DICE 0.9 -> 90 points, 0.8 -> 80, 1 -> 100)
+    eq. 7  RAVD:  100 - RAVD / 5 % x 100, 0 above 5 %
+    eq. 8  ASSD:  100 - ASSD / 15 mm x 100, 0 above 15 mm
+    eq. 9  MSSD:  100 - MSSD / 60 mm x 100, 0 above 60 mm
+DICE thus jumps from 0 to 80 points at its threshold, while the three distances fall linearly to 0 at theirs.
 An organ's score in a case is the mean of its four metric scores; a missed organ scores 0.
 """
 from typing import Dict, List
 
 import numpy as np
 
-# metric column -> (value worth 100 points, threshold worth 0 points); "hd" is CHAOS' MSSD.
-THRESHOLDS = {"dice": (1.0, 0.8), "ravd": (0.0, 5.0), "assd": (0.0, 15.0), "hd": (0.0, 60.0)}
+# metric column -> threshold: DICE scores from it up (eq. 6), the distances up to it (eqs. 7-9). "hd" is MSSD.
+THRESHOLDS = {"dice": 0.8, "ravd": 5.0, "assd": 15.0, "hd": 60.0}
 POINT_COLUMNS = ("points_dice", "points_ravd", "points_assd", "points_mssd", "points")
 _POINT_NAMES = {"dice": "points_dice", "ravd": "points_ravd", "assd": "points_assd", "hd": "points_mssd"}
 
 
 def metric_points(metric: str, value: float) -> float:
-    """0-100 points for one metric value; an undefined value (NaN) of an evaluated organ scores 0."""
-    best, threshold = THRESHOLDS[metric]
+    """0-100 points for one metric value (section 2, eqs. 6-9); an undefined value (NaN) scores 0."""
+    threshold = THRESHOLDS[metric]
     if value is None or np.isnan(value):
         return 0.0
-    return float(np.clip(100.0 * (value - threshold) / (best - threshold), 0.0, 100.0))
+    if metric == "dice":
+        points = 100.0 * value if value >= threshold else 0.0
+    else:
+        points = 100.0 - value / threshold * 100.0 if value <= threshold else 0.0
+    # Adding +0.0 turns a -0.0 (from rounding at a threshold) into 0.0, so that "-0.0" never reaches a report.
+    return float(np.clip(points, 0.0, 100.0)) + 0.0
 
 
 def add_points(row: Dict) -> None:

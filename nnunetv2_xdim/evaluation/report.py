@@ -164,9 +164,11 @@ def _chaos_section(tasks: List[Dict], run_names: List[str]) -> List[str]:
             cells.append(f"{match[0]['mean']:.2f} ± {match[0]['std']:.2f} (n={match[0]['n']})" if match else "–")
         body.append([name, *cells])
     return ["## CHAOS points score", "",
-            "Each metric mapped onto 0-100 points (DICE 1→0.8, RAVD 0→5 %, ASSD 0→15 mm, MSSD 0→60 mm; worse "
-            "scores 0) and averaged per organ; a task's score is the mean over its cases of the case's mean organ "
-            "points. Cells: mean ± standard deviation over cases (or case-organ pairs per organ).", "",
+            "Each metric mapped onto 0-100 points as the CHAOS organisers define it (CHAOS_Metrics_and_Evaluation_"
+            "Method.pdf, section 2, eqs. 6-9): DICE scores 100 × DICE from 0.8 up and 0 below; RAVD, ASSD and "
+            "MSSD score 100 − value / threshold × 100 up to 5 %, 15 mm and 60 mm and 0 beyond. Points are averaged "
+            "per organ; a task's score is the mean over its cases of the case's mean organ points. Cells: mean ± "
+            "standard deviation over cases (or case-organ pairs per organ).", "",
             *_table(["organ / task", *run_names], body)]
 
 
