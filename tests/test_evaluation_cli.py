@@ -127,6 +127,56 @@ def test_wrong_label_convention_and_shape_mismatch_are_reported(brats_tree, tmp_
     assert "--labels or --dataset-json" in str(error.value.code)
 
 
+def test_prediction_labels_outside_the_convention_are_an_error(tmp_path):
+    """A label the convention lacks would score its structure Dice 0 in every case: never scored silently."""
+    reference = np.zeros((6, 12, 12), np.uint8)
+    reference[1:4, 2:6, 2:6] = 1
+    reference[1:4, 7:10, 7:10] = 2
+    write_labels(str(tmp_path / "gt" / "CT_01.nii.gz"), reference, (3.0, 1.5, 1.5))
+    stray = reference.copy()
+    stray[5, 0, 0] = 5
+    pred = tmp_path / "pred" / "CT_01.nii.gz"
+    write_labels(str(pred), stray, (3.0, 1.5, 1.5))
+    with pytest.raises(SystemExit) as error:
+        main(["evaluate", "-r", str(tmp_path / "gt"), "-p", str(tmp_path / "pred"), "--preset", "chaos",
+              "-o", str(tmp_path / "o"), "-np", "1"])
+    message = str(error.value.code)
+    for text in (f"prediction {pred}", "label(s) [5]", "CHAOS labels", "1 liver", "--labels or --dataset-json"):
+        assert text in message, text
+    assert not (tmp_path / "o" / "metrics_per_case.csv").exists()
+
+    dataset_json = tmp_path / "dataset.json"
+    dataset_json.write_text('{"labels": {"background": 0, "liver": 1, "kidney": 2}}')
+    with pytest.raises(SystemExit) as error:
+        main(["evaluate", "-r", str(tmp_path / "gt"), "-p", str(tmp_path / "pred"), "--preset", "generic",
+              "--dataset-json", str(dataset_json), "-o", str(tmp_path / "o"), "-np", "1"])
+    message = str(error.value.code)
+    for text in (f"prediction {pred}", "label(s) [5]", f"the labels of {dataset_json}", "--labels"):
+        assert text in message, text
+
+    # Named on the command line, labels may be left out on purpose: a warning naming a file, then the report.
+    with pytest.warns(UserWarning, match=r"1 prediction\(s\) of run 'pred' hold label\(s\) \[2, 5\]") as record:
+        main(["evaluate", "-r", str(tmp_path / "gt"), "-p", str(tmp_path / "pred"), "--preset", "generic",
+              "--labels", "liver=1", "-o", str(tmp_path / "o"), "-np", "1"])
+    assert str(pred) in str(record[0].message) and "--labels" in str(record[0].message)
+    assert [r["dice"] for r in read_csv(tmp_path / "o" / "metrics_per_case.csv")] == ["1.0"]
+
+
+def test_nnunet_predictions_scored_with_brats_2021_labels_are_an_error(tmp_path):
+    seg = brats_case(np.random.default_rng(2))   # BraTS 2021 labels 1/2/4, as in the release's references
+    write_labels(str(tmp_path / "gt" / "case.nii.gz"), seg, BRATS_SPACING)
+    nnunet = np.choose(seg, [0, 2, 1, 0, 3]).astype(np.uint8)   # the same case in nnU-Net's labels 1/2/3
+    pred = tmp_path / "pred" / "case.nii.gz"
+    write_labels(str(pred), nnunet, BRATS_SPACING)
+    with pytest.raises(SystemExit) as error:
+        main(["evaluate", "-r", str(tmp_path / "gt"), "-p", str(tmp_path / "pred"), "--preset", "brats",
+              "--brats-labels", "2021", "-o", str(tmp_path / "o"), "-np", "1"])
+    message = str(error.value.code)
+    for text in (f"prediction {pred}", "label(s) [3]", "BraTS 2021 labels (1 necrosis, 2 oedema, 4 enhancing)",
+                 "--brats-labels"):
+        assert text in message, text
+
+
 def camus_view(radius, length, spacing, shape=(130, 160)):
     """A (1, H, W) CAMUS-like label map: LV cavity (1) as a half-ellipse, myocardium (2), atrium (3)."""
     r, c = np.meshgrid(np.arange(shape[0]) * spacing[0], np.arange(shape[1]) * spacing[1], indexing="ij")

@@ -30,13 +30,27 @@ class Structure:
 
 
 @dataclass(frozen=True)
+class LabelCheck:
+    """The label values that reference and prediction files may hold, and what to say when they hold others.
+
+    A label outside the convention is never scored silently: it means the files follow another convention (a
+    BraTS 2021 file read with nnU-Net's labels, a prediction of another dataset), and every structure built
+    from the missing label would score Dice 0 in every case.
+    """
+    known: FrozenSet[int]
+    convention: str            # the convention assumed, as the message names it
+    remedy: str                # the option that fixes a mismatch
+    strict: bool = True        # False: predictions are only warned about, references not checked (--labels)
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     structures: Tuple[Structure, ...]
     convention: EmptyConvention
     convention_text: str
-    # Label values a reference may contain; None skips the check (user-defined labels).
-    known_labels: Optional[FrozenSet[int]] = None
+    # Label values references and predictions may hold; None skips the check.
+    label_check: Optional[LabelCheck] = None
     group_columns: Tuple[str, ...] = ()
     grouper: Optional[Callable[[str], Dict[str, str]]] = None
     # Challenge names of our metrics, shown next to ours in reports.
@@ -45,10 +59,10 @@ class Preset:
     def groups(self, case_id: str) -> Dict[str, str]:
         return self.grouper(case_id) if self.grouper else {}
 
-    def with_structures(self, structures: Tuple[Structure, ...]) -> "Preset":
-        """The same challenge with user-defined labels (the reference label check no longer applies)."""
-        return Preset(self.name, structures, self.convention, self.convention_text, None, self.group_columns,
-                      self.grouper, self.aliases)
+    def with_structures(self, structures: Tuple[Structure, ...], label_check: Optional[LabelCheck]) -> "Preset":
+        """The same challenge with user-defined labels, checked by label_check instead of the preset's labels."""
+        return Preset(self.name, structures, self.convention, self.convention_text, label_check,
+                      self.group_columns, self.grouper, self.aliases)
 
 
 def _token(pattern: str) -> "re.Pattern":
@@ -96,7 +110,8 @@ CAMUS = Preset(
     convention_text="A structure absent from both reference and prediction is undefined (NaN, not averaged; "
                     "CAMUS references always contain all three). A structure present in only one of them gets "
                     "Dice 0 and the image diagonal as HD/HD95/MAD.",
-    known_labels=frozenset({0, 1, 2, 3}),
+    label_check=LabelCheck(frozenset({0, 1, 2, 3}), "CAMUS labels (1 LV cavity, 2 LV myocardium, 3 left atrium)",
+                           "to evaluate other labels, give --labels or --dataset-json"),
     group_columns=("view", "instant"),
     grouper=camus_groups,
     aliases={"assd": "MAD"},
@@ -112,18 +127,24 @@ CHAOS = Preset(
                     "CT annotates the liver only. A missed organ gets Dice 0, RAVD 100 %, the image diagonal as "
                     "ASSD/MSSD and 0 CHAOS points. As in the CHAOS evaluation code, the image border is not "
                     "surface where an organ is cut by the field of view.",
-    known_labels=frozenset({0, 1, 2, 3, 4}),
+    label_check=LabelCheck(frozenset({0, 1, 2, 3, 4}),
+                           "CHAOS labels as our chaos converter writes them (1 liver, 2 right kidney, 3 left "
+                           "kidney, 4 spleen)",
+                           "evaluate label files in that convention (an exported submission's grey values "
+                           "63/126/189/252 are not), or give --labels or --dataset-json for other labels"),
     group_columns=("modality",),
     grouper=chaos_groups,
     aliases={"hd": "MSSD", "assd": "ASSD"},
 )
 
 BRATS_LABELS = {
-    # name: (WT, TC, ET, label values a reference may hold)
+    # name: (WT, TC, ET, label values the files may hold)
     "2021": ((1, 2, 4), (1, 4), (4,), frozenset({0, 1, 2, 4})),
     "2023": ((1, 2, 3), (1, 3), (3,), frozenset({0, 1, 2, 3})),
     "nnunet": ((1, 2, 3), (2, 3), (3,), frozenset({0, 1, 2, 3})),
 }
+_BRATS_MEANING = {"2021": "1 necrosis, 2 oedema, 4 enhancing", "2023": "1 necrosis, 2 oedema, 3 enhancing",
+                  "nnunet": "1 oedema, 2 necrosis, 3 enhancing"}
 
 
 def brats(label_convention: str) -> Preset:
@@ -138,11 +159,16 @@ def brats(label_convention: str) -> Preset:
         convention_text="As in BraTS: a region absent from both reference and prediction is a perfect match "
                         "(Dice 1, distances 0); a region present in only one gets Dice 0 and the image diagonal "
                         "as HD/HD95 (373.13 mm for 240x240x155 at 1 mm).",
-        known_labels=known,
+        label_check=LabelCheck(
+            known, f"BraTS {label_convention} labels ({_BRATS_MEANING[label_convention]})",
+            "--brats-labels sets the convention of references and predictions (nnunet: labelsTr and nnU-Net "
+            "predictions; 2021: BraTS 2021/2022 releases and exported submissions; 2023); references and "
+            "predictions in different conventions must be brought to one first (nnunetv2_xdim_export_brats2022 "
+            "writes nnU-Net predictions in the BraTS labels)"),
     )
 
 
-def generic(structures: Tuple[Structure, ...]) -> Preset:
+def generic(structures: Tuple[Structure, ...], label_check: Optional[LabelCheck] = None) -> Preset:
     return Preset(
         name="generic",
         structures=structures,
@@ -150,6 +176,7 @@ def generic(structures: Tuple[Structure, ...]) -> Preset:
         convention_text="As in nnU-Net's own summary: a structure absent from both reference and prediction is "
                         "undefined (NaN, not averaged). A structure present in only one gets Dice 0 and the image "
                         "diagonal as distances.",
+        label_check=label_check,
     )
 
 
@@ -177,8 +204,8 @@ def _parse_ints(values: str, spec: str) -> Tuple[int, ...]:
     return parsed
 
 
-def structures_from_dataset_json(path: str) -> Tuple[Structure, ...]:
-    """Structures from the 'labels' of an nnU-Net dataset.json (regions as lists), background and ignore left out."""
+def _dataset_json_labels(path: str) -> Dict[str, Tuple[int, ...]]:
+    """The 'labels' of an nnU-Net dataset.json as name -> label values (a region is a list)."""
     try:
         with open(path) as f:
             labels = json.load(f).get("labels")
@@ -186,10 +213,26 @@ def structures_from_dataset_json(path: str) -> Tuple[Structure, ...]:
         raise EvaluationError(f"cannot read {path}: {e}")
     if not isinstance(labels, dict) or not labels:
         raise EvaluationError(f"{path} has no 'labels' dictionary (expected nnU-Net v2's dataset.json)")
-    structures = []
-    for name, value in labels.items():
-        values = tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
-        if name == "ignore" or values == (0,):
-            continue
-        structures.append(Structure(name, values))
-    return tuple(structures)
+    return {name: tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else (int(value),)
+            for name, value in labels.items()}
+
+
+def structures_from_dataset_json(path: str) -> Tuple[Structure, ...]:
+    """Structures from the 'labels' of an nnU-Net dataset.json (regions as lists), background and ignore left out."""
+    return tuple(Structure(name, values) for name, values in _dataset_json_labels(path).items()
+                 if name != "ignore" and values != (0,))
+
+
+def dataset_json_label_check(path: str) -> LabelCheck:
+    """Files may hold background, every label of the dataset.json and its ignore label; nothing else."""
+    known = frozenset({0}).union(*_dataset_json_labels(path).values())
+    return LabelCheck(known, f"the labels of {path}",
+                      "give the dataset.json of the dataset these files belong to, or name the labels with --labels")
+
+
+def label_spec_check(structures: Tuple[Structure, ...]) -> LabelCheck:
+    """Labels named on the command line: other prediction labels are warned about, since leaving a label out may
+    be deliberate (evaluating some structures only) but often is a mistake."""
+    known = frozenset({0}).union(*(s.labels for s in structures))
+    return LabelCheck(known, "the labels given with --labels", "add them to --labels to evaluate them",
+                      strict=False)

@@ -71,18 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
 def make_preset(args: argparse.Namespace) -> challenges.Preset:
     if args.labels and args.dataset_json:
         raise EvaluationError("give either --labels or --dataset-json, not both")
-    structures = None
+    structures = label_check = None
     if args.labels:
         structures = challenges.parse_label_spec(args.labels)
+        label_check = challenges.label_spec_check(structures)
     elif args.dataset_json:
         structures = challenges.structures_from_dataset_json(args.dataset_json)
+        label_check = challenges.dataset_json_label_check(args.dataset_json)
     if args.preset == "generic":
         if structures is None:
             raise EvaluationError("--preset generic needs --labels or --dataset-json")
-        return challenges.generic(structures)
+        return challenges.generic(structures, label_check)
     preset = {"camus": challenges.CAMUS, "chaos": challenges.CHAOS}.get(args.preset) or \
         challenges.brats(args.brats_labels)
-    return preset.with_structures(structures) if structures else preset
+    return preset.with_structures(structures, label_check) if structures else preset
 
 
 def main(argv: Optional[List[str]] = None) -> None:

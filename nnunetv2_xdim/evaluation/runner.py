@@ -1,6 +1,7 @@
 """Evaluating runs against a reference folder, in parallel over cases, and writing the reports."""
 import os
 import sys
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -30,6 +31,22 @@ class CaseResult:
     rows: List[Dict]
     lv_pred: Optional[camus_clinical.Disks] = None
     lv_ref: Optional[camus_clinical.Disks] = None
+    # Prediction labels outside the labels given with --labels (warned about once per run, not an error).
+    unexpected_labels: Tuple[int, ...] = ()
+
+
+def _unexpected_labels(array: np.ndarray, path: str, role: str, preset: Preset) -> Tuple[int, ...]:
+    """Label values of a file outside the preset's convention: an error where the convention is known (a preset's
+    own labels or a dataset.json), returned for a warning where the labels were named with --labels."""
+    check = preset.label_check
+    if check is None or (role == "reference" and not check.strict):
+        return ()
+    unexpected = tuple(sorted(set(np.unique(array).tolist()) - check.known))
+    if unexpected and check.strict:
+        raise EvaluationError(f"{role} {path} holds label(s) {list(unexpected)}, which the {preset.name} preset "
+                              f"does not expect: it assumes {check.convention}, label values {sorted(check.known)}; "
+                              f"{check.remedy}")
+    return unexpected
 
 
 def evaluate_case(task: CaseTask) -> CaseResult:
@@ -37,13 +54,8 @@ def evaluate_case(task: CaseTask) -> CaseResult:
     ref = read_labels(task.ref_path)
     pred = read_labels(task.pred_path)
     check_geometry(pred, ref, task.pred_path, task.ref_path)
-    known = task.preset.known_labels
-    if known is not None:
-        unexpected = sorted(set(np.unique(ref.array).tolist()) - known)
-        if unexpected:
-            raise EvaluationError(f"reference {task.ref_path} holds label(s) {unexpected}, which the "
-                                  f"{task.preset.name} preset does not know (expected {sorted(known)}); pick the "
-                                  f"right preset or label convention, or give --labels")
+    _unexpected_labels(ref.array, task.ref_path, "reference", task.preset)
+    unexpected = _unexpected_labels(pred.array, task.pred_path, "prediction", task.preset)
     groups = task.preset.groups(task.case)
     rows = []
     for structure in task.preset.structures:
@@ -53,12 +65,26 @@ def evaluate_case(task: CaseTask) -> CaseResult:
         rows.append({"run": task.run, "fold": task.fold, "case": task.case, "structure": structure.name,
                      **groups, **metrics, "prediction": task.pred_path})
     if not task.clinical:
-        return CaseResult(rows)
+        return CaseResult(rows, unexpected_labels=unexpected)
     if ref.array.ndim != 2:
         raise EvaluationError(f"CAMUS clinical indices need 2D images, but {task.ref_path} has shape "
                               f"{ref.full_shape}; evaluate sequences with --preset generic")
     return CaseResult(rows, camus_clinical.lv_disks(pred.array, pred.spacing),
-                      camus_clinical.lv_disks(ref.array, ref.spacing))
+                      camus_clinical.lv_disks(ref.array, ref.spacing), unexpected)
+
+
+def _warn_unexpected_labels(tasks: List[CaseTask], results: List[CaseResult], preset: Preset) -> None:
+    """One warning per run whose predictions hold labels that --labels does not name."""
+    found: Dict[str, Tuple[set, List[str]]] = {}
+    for task, result in zip(tasks, results):
+        if result.unexpected_labels:
+            values, paths = found.setdefault(task.run, (set(), []))
+            values.update(result.unexpected_labels)
+            paths.append(task.pred_path)
+    for run, (values, paths) in found.items():
+        warnings.warn(f"{len(paths)} prediction(s) of run {run!r} hold label(s) {sorted(values)} outside "
+                      f"{preset.label_check.convention} {sorted(preset.label_check.known)} (e.g. {paths[0]}); they "
+                      f"are not evaluated: {preset.label_check.remedy}")
 
 
 def _run_tasks(tasks: List[CaseTask], num_processes: int) -> List[CaseResult]:
@@ -106,6 +132,7 @@ def evaluate(reference_folder: str, prediction_specs: Sequence[str], preset: Pre
     tasks = [CaseTask(run.name, f.fold, case, f.path, references[case], preset, clinical)
              for run in runs for case, f in sorted(run.cases.items())]
     results = _run_tasks(tasks, num_processes)
+    _warn_unexpected_labels(tasks, results, preset)
     rows = [row for result in results for row in result.rows]
 
     os.makedirs(output_folder, exist_ok=True)
