@@ -106,6 +106,33 @@ def test_random_masks_match_simpleitk_and_brute_force(seed):
     assert m["ravd"] == pytest.approx(abs(int(pred.sum()) - int(ref.sum())) / int(ref.sum()) * 100)
 
 
+def test_hd95_is_the_larger_directed_percentile_over_surface_voxels():
+    """Pins the HD95 (and ASSD) convention on a case where the usual definitions disagree by far more than a voxel.
+
+    Pixels of 2 mm (rows) x 1 mm (columns). Reference: a one-pixel-high bar, row 2, columns 2..20 (19 pixels, all
+    surface). Prediction: the same bar plus one stray pixel at row 12, column 2, 10 rows = 20 mm below the bar.
+    Prediction -> reference: 19 distances of 0 and one of 20 mm. Reference -> prediction: 19 distances of 0.
+    - Ours (MONAI's compute_hausdorff_distance, percentile=95): the 95th percentile of the 20 sorted directed
+      distances sits at rank 0.95 x (20 - 1) = 18.05, between the 19th value (0) and the 20th (20 mm):
+      0 + 0.05 x 20 = 1.0 mm; the other direction gives 0; HD95 = max(1.0, 0) = 1.0 mm.
+    - DeepMind's compute_robust_hausdorff gives 18 mm: it weights each distance by its contour length, and the
+      stray pixel's 4.5 mm of contour is 10 % of the prediction's 45 mm, so its 95th percentile falls on the stray
+      pixel, measured between voxel corners: (11.5 - 2.5) rows x 2 mm.
+    - medpy's hd95, the 95th percentile of both directions pooled (39 values, rank 36.1 of zeros), gives 0.
+    ASSD pools all 39 distances: 20 / 39 mm (the mean of the two directed means would be (1 + 0) / 2 = 0.5 mm).
+    """
+    ref = np.zeros((16, 24), bool)
+    ref[2, 2:21] = True
+    pred = ref.copy()
+    pred[12, 2] = True
+    m = structure_metrics(pred, ref, (2.0, 1.0), NAN_IF_BOTH_EMPTY)
+    assert m["hd95"] == pytest.approx(1.0, abs=1e-9)
+    assert m["hd"] == pytest.approx(20.0, abs=1e-9)
+    assert m["assd"] == pytest.approx(20 / 39, abs=1e-9)
+    # Symmetric in its arguments: the larger directed percentile, whichever mask holds the stray pixel.
+    assert structure_metrics(ref, pred, (2.0, 1.0), NAN_IF_BOTH_EMPTY)["hd95"] == pytest.approx(1.0, abs=1e-9)
+
+
 def test_identical_masks_are_perfect():
     mask = ball((20, 20, 20), (1, 1, 1), (10, 10, 10), 6)
     m = structure_metrics(mask, mask, (1.0, 1.0, 1.0), NAN_IF_BOTH_EMPTY)

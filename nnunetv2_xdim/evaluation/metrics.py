@@ -3,10 +3,14 @@
 Metrics (one binary structure, prediction P against reference R):
 - dice: 2|P and R| / (|P| + |R|).
 - hd: Hausdorff distance, the maximum of all surface distances in both directions (CHAOS: MSSD), in mm.
-- hd95: the larger of the two directed 95th percentiles of the surface distances (the BraTS definition, as in
-  DeepMind's compute_robust_hausdorff, without surfel-area weighting), in mm.
+- hd95: the larger of the two directed 95th percentiles (numpy's linear interpolation) of the distances from the
+  surface voxels of one mask to the surface of the other, in mm: MONAI's compute_hausdorff_distance with
+  percentile=95. Not DeepMind's compute_robust_hausdorff, which measures between voxel corners and weights each
+  distance by the area of its surface element, nor medpy's hd95, the 95th percentile of both directions pooled;
+  on one mask pair the three can differ by far more than a voxel (tests/test_evaluation_metrics.py).
 - assd: average symmetric surface distance, all surface distances of both directions pooled and averaged
-  (CHAOS: ASSD, computed this way by the CHAOS evaluation code; CAMUS: MAD), in mm.
+  (CHAOS: ASSD, computed this way by the CHAOS evaluation code; CAMUS: MAD), in mm; not the mean of the two
+  directed averages.
 - ravd: relative absolute volume difference as CHAOS defines it, |V_P - V_R| / V_R * 100, in percent.
 - ref_volume, pred_volume: V_R and V_P in mm^d (mm^3 for volumes, mm^2 for 2D images).
 
