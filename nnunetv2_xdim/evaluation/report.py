@@ -10,9 +10,10 @@ from nnunetv2_xdim.evaluation.metrics import HIGHER_IS_BETTER, METRICS, UNITS, V
 
 _DEFINITIONS = (
     "dice: 2|P∩R|/(|P|+|R|). hd: Hausdorff distance, the largest surface distance in either direction. "
-    "hd95: the larger of the two directed 95th percentiles of the surface distances. assd: mean of all surface "
-    "distances of both directions pooled. ravd: |V_P - V_R| / V_R × 100. Distances in mm between the centres of "
-    "face-connected border voxels, with the images' voxel spacing; volumes in mm³ (mm² for 2D images)."
+    "hd95: the larger of the two directed 95th percentiles of the surface distances, each surface voxel weighted "
+    "equally (MONAI's definition). assd: mean of all surface distances of both directions pooled. ravd: "
+    "|V_P - V_R| / V_R × 100. Distances in mm between the centres of face-connected border voxels, with the "
+    "images' voxel spacing; volumes in mm³ (mm² for 2D images)."
 )
 
 
