@@ -53,6 +53,8 @@ setup(
             "nnunetv2_xdim_convert_camus=nnunetv2_xdim.dataset_conversion.camus:main",
             "nnunetv2_xdim_convert_chaos=nnunetv2_xdim.dataset_conversion.chaos:main",
             "nnunetv2_xdim_convert_brats2022=nnunetv2_xdim.dataset_conversion.brats2022:main",
+            "nnunetv2_xdim_convert_ph2=nnunetv2_xdim.dataset_conversion.ph2:main",
+            "nnunetv2_xdim_convert_busi=nnunetv2_xdim.dataset_conversion.busi:main",
             "nnunetv2_xdim_export_camus=nnunetv2_xdim.dataset_conversion.camus:export_main",
             "nnunetv2_xdim_export_chaos=nnunetv2_xdim.dataset_conversion.chaos:export_main",
             "nnunetv2_xdim_export_brats2022=nnunetv2_xdim.dataset_conversion.brats2022:export_main",
