@@ -12,7 +12,8 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Sta
 from torch import nn
 
 XDIM_KEY = "xdim"
-ARCH_VERSION = 1
+# 2: input_norm (records of version 1 have none: their networks see the input as nnU-Net normalised it)
+ARCH_VERSION = 2
 
 
 @dataclass
@@ -31,6 +32,7 @@ class PlanArch:
     nonlin_kwargs: dict
     dropout_op: Optional[Type[nn.Module]] = None
     dropout_op_kwargs: Optional[dict] = None
+    normalization_schemes: Tuple[str, ...] = ()  # nnU-Net's per-channel intensity normalisation (class names)
 
     @property
     def conv_op(self) -> Type[nn.Module]:
@@ -63,6 +65,7 @@ class PlanArch:
             nonlin_kwargs=kw.get("nonlin_kwargs") or {"inplace": True},
             dropout_op=kw.get("dropout_op"),
             dropout_op_kwargs=kw.get("dropout_op_kwargs"),
+            normalization_schemes=tuple(getattr(configuration_manager, "normalization_schemes", None) or ()),
         )
 
 
@@ -78,6 +81,10 @@ class XDimArch:
     encoder_norm: str = "batch"        # 2D encoder: batch | frozen | instance | group
     encoder_norm_3d: str = "instance"  # 3D encoders
     inflation: str = "centre"          # centre | i3d: how 2D kernels get depth (inflated mode)
+    # none | backbone: 0..1 input channels scaled with the backbone's pretrained mean/std (see input_norm.py).
+    # The default here is the meaning of a record without the field (made before it existed), not the
+    # trainers' default
+    input_norm: str = "none"
     extras: dict = field(default_factory=dict)
     version: int = ARCH_VERSION
 

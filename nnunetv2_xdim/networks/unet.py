@@ -10,6 +10,7 @@ from dynamic_network_architectures.initialization.weight_init import InitWeights
 from torch import nn
 
 from .encoder2d import TimmUNetEncoder
+from .input_norm import build_input_norm
 from .plan import PlanArch, XDimArch
 
 MODES_3D = ("inflated", "slicewise", "stacked")
@@ -25,6 +26,7 @@ class XDimUNet(nn.Module):
 
     def __init__(self, encoder: nn.Module, plan: PlanArch, num_classes: int, deep_supervision: bool):
         super().__init__()
+        self.input_norm = None  # set by build_network where the arch asks for it (see input_norm.py)
         self.encoder = encoder
         self.decoder = UNetDecoder(encoder, num_classes, plan.n_conv_per_stage_decoder, deep_supervision,
                                    nonlin_first=False)
@@ -35,6 +37,8 @@ class XDimUNet(nn.Module):
             m.apply(he)
 
     def forward(self, x):
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         return self.decoder(self.encoder(x))
 
     def pretrained_parameters(self):
@@ -58,6 +62,14 @@ class XDimUNet(nn.Module):
 def build_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
                   deep_supervision: bool) -> nn.Module:
     """The XDim network for one nnU-Net configuration (random weights; ImageNet weights are loaded by the trainer)."""
+    network = _build_mode(arch, plan, num_input_channels, num_output_channels, deep_supervision)
+    network.input_norm = build_input_norm(arch.input_norm, arch.backbone, plan.normalization_schemes,
+                                          num_input_channels, plan.dim)
+    return network
+
+
+def _build_mode(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
+                deep_supervision: bool) -> nn.Module:
     if plan.dim == 2:
         encoder = TimmUNetEncoder(arch.backbone, num_input_channels, plan, arch.encoder_norm)
         return XDimUNet(encoder, plan, num_output_channels, deep_supervision)

@@ -89,6 +89,7 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     encoder_norm: str = "batch"
     encoder_norm_3d: str = "instance"
     inflation: str = "centre"
+    input_norm: str = "none"            # "backbone": 0..1 input channels scaled as the ImageNet weights expect
     xdim_extras: dict = {}              # mode options, e.g. {"checkpoint_2d": False} (see README, 3D modes)
     # --- weights ---
     pretrained: bool = True
@@ -112,7 +113,8 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     @classmethod
     def xdim_arch(cls) -> XDimArch:
         return XDimArch(backbone=cls.backbone, mode_3d=cls.mode_3d, encoder_norm=cls.encoder_norm,
-                        encoder_norm_3d=cls.encoder_norm_3d, inflation=cls.inflation, extras=dict(cls.xdim_extras))
+                        encoder_norm_3d=cls.encoder_norm_3d, inflation=cls.inflation, input_norm=cls.input_norm,
+                        extras=dict(cls.xdim_extras))
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
