@@ -82,6 +82,22 @@ def find_dataset_folder(root: Optional[str], dataset_id: int, variable: str) -> 
     return os.path.join(root, found[0])
 
 
+def own_data_identifiers(plans_file: str) -> None:
+    """nnU-Net's residual-encoder planners name the 2d and 3d_fullres data 'nnUNetPlans_<config>' whatever the
+    plans name, to share the default plans' preprocessed data; at another target spacing that data is not theirs
+    (and preprocessing would overwrite the default's). Give each configuration of `plans_file` a data identifier of
+    its own plans name, as nnU-Net's default planner does."""
+    with open(plans_file) as f:
+        plans = json.load(f)
+    changed = False
+    for name, config in plans.get("configurations", {}).items():
+        own = f"{plans['plans_name']}_{name}"
+        if "data_identifier" in config and config["data_identifier"] != own:
+            config["data_identifier"], changed = own, True
+    if changed:
+        write_json_atomic(plans_file, plans)
+
+
 class Study:
     def __init__(self, dataset_id: int, configuration: str, output: str, arms: Sequence[Arm], budget: Budget,
                  device: str, tta: bool, target_spacing: Optional[List[float]], num_processes: int):
@@ -181,6 +197,8 @@ class Study:
             if self.target_spacing:
                 cmd += ["-overwrite_target_spacing", *self._full_spacing(dry_run), "-overwrite_plans_name", plans]
             self._plan_step(cmd, plans, dry_run)
+            if self.target_spacing and not dry_run:
+                own_data_identifiers(plans_file)
         self._plan_step(["nnUNetv2_preprocess", "-d", pid, "-plans_name", plans, "-c", self.configuration,
                          "-np", str(self.num_processes)], plans, dry_run)
         return plans
