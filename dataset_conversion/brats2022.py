@@ -27,8 +27,9 @@ from ._common import (ConversionError, DatasetOptions, add_common_arguments, add
                       check_labels, cli, dataset_options, patient_folds, prediction_files, require_dir, run_parallel,
                       staged_files, visible_entries)
 from ._geometry import check_same_grid, grid, read_header, read_image, set_grid
+from .dataset_ids import BRATS2022
 
-DEFAULT_ID, DEFAULT_NAME = 501, "BraTS2022"
+DEFAULT_ID, DEFAULT_NAME = BRATS2022
 
 
 @dataclass(frozen=True)

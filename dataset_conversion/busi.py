@@ -30,8 +30,9 @@ from ._common import (ConversionError, DatasetOptions, add_dataset_arguments, bu
                       files_with_suffix, require_dir, visible_entries, warn)
 from ._png2d import (CASE_INFO, FILE_ENDING, LABELS, case_info, case_result, grouped_splits, groups_for_cases,
                      read_gray, read_masks, report_conversions, warn_empty_masks, write_case)
+from .dataset_ids import BUSI
 
-DEFAULT_ID, DEFAULT_NAME = 507, "BUSI"
+DEFAULT_ID, DEFAULT_NAME = BUSI
 RELEASE_FOLDER = "Dataset_BUSI_with_GT"
 CLASSES = ("benign", "malignant", "normal")
 NORMALIZATIONS = ("rgb_to_0_1", "zscore")

@@ -31,8 +31,9 @@ from ._common import (ConversionError, DatasetOptions, add_common_arguments, add
                       prediction_files, require_dir, resolve_dataset_folder, run_parallel, staged_files,
                       visible_entries, warn)
 from ._geometry import check_same_grid, grid, read_image, set_grid
+from .dataset_ids import CAMUS
 
-DEFAULT_ID, DEFAULT_NAME = 504, "CAMUS"
+DEFAULT_ID, DEFAULT_NAME = CAMUS
 VIEWS = ("2CH", "4CH")
 INSTANTS = ("ED", "ES")
 LABELS = {"background": 0, "LV_cavity": 1, "LV_myocardium": 2, "left_atrium": 3}

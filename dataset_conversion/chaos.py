@@ -35,8 +35,9 @@ from ._common import (ConversionError, DatasetOptions, add_common_arguments, add
                       visible_entries)
 from ._dicom import read_series
 from ._geometry import check_same_grid, read_image, set_grid
+from .dataset_ids import CHAOS_CT, CHAOS_MR, CHAOS_MR_T1DUAL
 
-DATASETS = {"CT": (502, "CHAOS_CT"), "MR": (503, "CHAOS_MR"), "MR_T1": (505, "CHAOS_MR_T1dual")}
+DATASETS = {"CT": CHAOS_CT, "MR": CHAOS_MR, "MR_T1": CHAOS_MR_T1DUAL}
 CT_LABELS = {"background": 0, "liver": 1}
 MR_LABELS = {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4}
 MR_GREY_RANGES = {1: (55, 70), 2: (110, 135), 3: (175, 200), 4: (240, 255)}
@@ -333,8 +334,10 @@ def _converter_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="CHAOS root with Train_Sets/ and/or Test_Sets/")
     p.add_argument("-m", "--modality", choices=("CT", "MR"), required=True)
     p.add_argument("--t1-channels", action="store_true",
-                   help="MR: T1-DUAL in/out phase as two channels of one case (default id 505; no T2-SPIR)")
-    add_dataset_arguments(p, None, None, "CT 502 CHAOS_CT, MR 503 CHAOS_MR, MR --t1-channels 505 CHAOS_MR_T1dual")
+                   help=f"MR: T1-DUAL in/out phase as two channels of one case (default id {CHAOS_MR_T1DUAL.id}; "
+                        f"no T2-SPIR)")
+    add_dataset_arguments(p, None, None, f"CT {CHAOS_CT.id} {CHAOS_CT.name}, MR {CHAOS_MR.id} {CHAOS_MR.name}, "
+                                         f"MR --t1-channels {CHAOS_MR_T1DUAL.id} {CHAOS_MR_T1DUAL.name}")
     return p
 
 

@@ -23,8 +23,9 @@ from ._common import (ConversionError, DatasetOptions, add_dataset_arguments, bu
                       files_with_suffix, require_dir, visible_entries)
 from ._png2d import (CASE_INFO, FILE_ENDING, LABELS, case_info, case_result, grouped_splits, read_masks, read_rgb,
                      report_conversions, warn_empty_masks, write_case)
+from .dataset_ids import PH2
 
-DEFAULT_ID, DEFAULT_NAME = 506, "PH2"
+DEFAULT_ID, DEFAULT_NAME = PH2
 RELEASE_FOLDER = "PH2 Dataset images"
 CASE_RE = re.compile(r"IMD\d+")
 NORMALIZATION = "rgb_to_0_1"
