@@ -12,6 +12,7 @@ PACKAGES = [
     "nnunetv2_xdim.ext_trainers",
     "nnunetv2_xdim.evaluation",
     "nnunetv2_xdim.label_efficiency",
+    "nnunetv2_xdim.protocol",
     "nnunetv2_xdim.dataset_conversion",
 ]
 
@@ -59,7 +60,7 @@ setup(
             "nnunetv2_xdim_export_camus=nnunetv2_xdim.dataset_conversion.camus:export_main",
             "nnunetv2_xdim_export_chaos=nnunetv2_xdim.dataset_conversion.chaos:export_main",
             "nnunetv2_xdim_export_brats2022=nnunetv2_xdim.dataset_conversion.brats2022:export_main",
-            "nnunetv2_xdim_protocol=nnunetv2_xdim.protocol:main",
+            "nnunetv2_xdim_protocol=nnunetv2_xdim.protocol.cli:main",
             "nnunetv2_xdim_label_efficiency=nnunetv2_xdim.label_efficiency.cli:main",
         ]
     },

@@ -15,7 +15,12 @@ from typing import Callable, Dict, Optional, Sequence
 
 
 class CommandError(Exception):
-    """A command failed or could not start; the message names it and shows the end of its output."""
+    """A command failed or could not start; the message names it and shows the end of its output.
+    `returncode` is the command's exit status (None: it did not start)."""
+
+    def __init__(self, message: str, returncode: Optional[int] = None):
+        super().__init__(message)
+        self.returncode = returncode
 
 
 def _quote(arg: str) -> str:
@@ -33,11 +38,16 @@ def shell_line(cmd: Sequence[str], env: Optional[Dict[str, str]] = None, unset: 
 
 
 def run_logged(cmd: Sequence[str], env: Dict[str, str], log_path: str,
-               show: Callable[[str], bool] = lambda line: True, indent: str = "", title: str = "") -> float:
+               show: Callable[[str], bool] = lambda line: True, indent: str = "", title: str = "",
+               line: Optional[str] = None, append: bool = True) -> float:
     """Run `cmd` with the full environment `env`; every output line goes to `log_path`, the lines `show` accepts
-    to stdout as they come. Returns the wall time in seconds; raises CommandError on failure."""
+    to stdout as they come. Returns the wall time in seconds; raises CommandError on failure.
+
+    `line` is how the log and an error show the command (default: `shell_line(cmd)`; callers that print it
+    with its variables pass that line); `append=False` starts the log anew."""
     cmd = [str(c) for c in cmd]
     what = title or cmd[0]
+    line = shell_line(cmd) if line is None else line
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     tail = collections.deque(maxlen=40)
     start = time.time()
@@ -49,16 +59,16 @@ def run_logged(cmd: Sequence[str], env: Dict[str, str], log_path: str,
     except FileNotFoundError:
         raise CommandError(f"{what}: command {cmd[0]} not found (are nnunetv2 and nnunetv2-xdim installed in this "
                            f"Python environment?)") from None
-    with open(log_path, "a") as log:
-        log.write(shell_line(cmd) + "\n\n")
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line)
-            if show(line):
-                sys.stdout.write(indent + line)
+    with open(log_path, "a" if append else "w") as log:
+        log.write(line + "\n\n")
+        for out in proc.stdout:
+            log.write(out)
+            tail.append(out)
+            if show(out):
+                sys.stdout.write(indent + out)
         rc = proc.wait()
     sys.stdout.flush()
     if rc != 0:
-        raise CommandError(f"{what} failed with exit status {rc}:\n  {shell_line(cmd)}\n"
-                           f"last lines of its output (full log: {log_path}):\n" + "".join(tail))
+        raise CommandError(f"{what} failed with exit status {rc}:\n  {line}\n"
+                           f"last lines of its output (full log: {log_path}):\n" + "".join(tail), rc)
     return time.time() - start
