@@ -9,12 +9,13 @@ import argparse
 import csv
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+from .budget import BUDGET_VARS
+from .commands import CommandError, run_logged, shell_line
 from .discovery import enable_trainer_discovery
 
 DATASET_ID = 900
@@ -28,15 +29,11 @@ def _step(msg: str) -> None:
 
 def _run(cmd, env, log_path, show=lambda line: True) -> None:
     """Run one of nnU-Net's commands, show its progress lines, keep the full output in a log."""
-    print("$ " + " ".join(cmd), flush=True)
-    with open(log_path, "a") as log, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                                       stderr=subprocess.STDOUT, text=True) as p:
-        for line in p.stdout:
-            log.write(line)
-            if show(line):
-                print("  " + line.rstrip(), flush=True)
-    if p.returncode != 0:
-        sys.exit(f"{cmd[0]} failed (exit {p.returncode}); full output in {log_path}")
+    print("$ " + shell_line(cmd), flush=True)
+    try:
+        run_logged(cmd, env, log_path, show, indent="  ")
+    except CommandError as e:
+        sys.exit(str(e))
 
 
 def _training_progress(line: str) -> bool:
@@ -88,9 +85,9 @@ def main(argv=None):
     log = os.path.join(work, "demo_log.txt")
     env = dict(os.environ, nnUNet_raw=os.path.join(work, "nnUNet_raw"),
                nnUNet_preprocessed=os.path.join(work, "nnUNet_preprocessed"),
-               nnUNet_results=os.path.join(work, "nnUNet_results"), nnUNet_def_n_proc="2",
-               nnUNet_xdim_epochs=str(args.epochs), nnUNet_xdim_iterations=str(args.iterations),
-               nnUNet_xdim_val_iterations="5", PYTHONUNBUFFERED="1")
+               nnUNet_results=os.path.join(work, "nnUNet_results"), nnUNet_def_n_proc="2")
+    budget = {"epochs": args.epochs, "iterations": args.iterations, "val_iterations": 5}
+    env.update({BUDGET_VARS[key]: str(value) for key, value in budget.items()})
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.pop("nnUNet_n_proc_DA", None)
     enable_trainer_discovery(env)
