@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from ..budget import BUDGET_VARS
+from ..budget import BUDGET_VARS, NNUNET_BUDGET
 from .challenges import CHALLENGES
 from .settings import DEFAULT_FOLDS, TINY_BUDGET, ProtocolError, Settings
 from .steps import Protocol
@@ -34,6 +34,9 @@ Steps, per dataset:
   7. nnunetv2_xdim_evaluate compare on the cross-validation of every trainer
   8. OUTPUT/report.md beside the paper's published numbers, OUTPUT/commands.sh, OUTPUT/logs/
 """
+BUDGET_HELP = {"epochs": "training budget: {var} (default: nnU-Net's {default})",
+               "iterations": "{var} per epoch (default: {default})",
+               "val_iterations": "{var} per epoch (default: {default})"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split-folds", type=int,
                        help="number of patient-grouped folds the converter makes (default: 5, or more if --folds "
                             "asks for more; the CAMUS 2019 release brings its own ten)")
-        p.add_argument("--epochs", type=int, help="training budget: nnUNet_xdim_epochs (default: nnU-Net's 1000)")
-        p.add_argument("--iterations", type=int, help="nnUNet_xdim_iterations per epoch (default: 250)")
-        p.add_argument("--val-iterations", type=int, help="nnUNet_xdim_val_iterations per epoch (default: 50)")
+        for key, text in BUDGET_HELP.items():
+            p.add_argument("--" + key.replace("_", "-"), type=int,
+                           help=text.format(var=BUDGET_VARS[key], default=NNUNET_BUDGET[key]))
         p.add_argument("--device", choices=("cuda", "cpu", "mps"), help="for nnUNetv2_train/_predict "
                                                                         "(default: cuda; cpu with --tiny)")
         p.add_argument("-np", "--num-processes", type=int, help="worker processes for every step "

@@ -23,7 +23,7 @@ def check_trainer_names(trainers: Sequence[str]) -> None:
 
     for t in trainers:
         if t.startswith("nnUNetTrainerXDim") and not hasattr(ours, t):
-            raise ProtocolError(f"unknown trainer {t}: the XDim trainers are listed in README 'Trainers' "
+            raise ProtocolError(f"unknown trainer {t}: the XDim trainers are listed in the README's trainer table "
                                 f"(e.g. nnUNetTrainerXDimEfficientNetB0, ..._Stacked, ..._SliceWise)")
         if "__" in t:
             raise ProtocolError(f"trainer name {t} contains '__', which nnU-Net's results folders cannot hold")
