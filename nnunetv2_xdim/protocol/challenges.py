@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..dataset_conversion import dataset_ids
-from . import published
-from .published import Published
+from ..dataset_conversion.dataset_ids import BRATS2022, CAMUS, CHAOS_CT, CHAOS_MR, DatasetId
+from .published import PUBLISHED_BRATS2022, PUBLISHED_CAMUS, PUBLISHED_CHAOS, Published
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class DatasetSpec:
     label: str = ""  # CT / MR for CHAOS
 
     @classmethod
-    def of(cls, default: dataset_ids.DatasetId, converter_args: Sequence[str] = (), label: str = "") -> "DatasetSpec":
+    def of(cls, default: DatasetId, converter_args: Sequence[str] = (), label: str = "") -> "DatasetSpec":
         return cls(default.id, default.name, tuple(converter_args), label)
 
     @property
@@ -130,27 +129,27 @@ CHALLENGES: Dict[str, Challenge] = {c.key: c for c in (
     Challenge(
         key="camus", title="CAMUS (2D echocardiography)", converter="nnunetv2_xdim_convert_camus",
         exporter="nnunetv2_xdim_export_camus", preset="camus", configuration="2d",
-        trainers=("nnUNetTrainerXDimEfficientNetB0",), datasets=(DatasetSpec.of(dataset_ids.CAMUS),),
+        trainers=("nnUNetTrainerXDimEfficientNetB0",), datasets=(DatasetSpec.of(CAMUS),),
         trainer_note="Omnia-style 2D with EfficientNet-B0 (Noisy Student weights), as in the paper.",
-        published=published.CAMUS, add_options=_camus_options, converter_options=_camus_converter_options,
+        published=PUBLISHED_CAMUS, add_options=_camus_options, converter_options=_camus_converter_options,
         export_options=_export_with_dataset, evaluate_options=_camus_info),
     Challenge(
         key="chaos", title="CHAOS (abdominal CT and MR)", converter="nnunetv2_xdim_convert_chaos",
         exporter="nnunetv2_xdim_export_chaos", preset="chaos", configuration="2d",
         trainers=("nnUNetTrainerXDimEfficientNetB4",),
-        datasets=(DatasetSpec.of(dataset_ids.CHAOS_CT, ["-m", "CT"], "CT"),
-                  DatasetSpec.of(dataset_ids.CHAOS_MR, ["-m", "MR"], "MR")),
+        datasets=(DatasetSpec.of(CHAOS_CT, ["-m", "CT"], "CT"),
+                  DatasetSpec.of(CHAOS_MR, ["-m", "MR"], "MR")),
         trainer_note="Omnia-style 2D with EfficientNet-B4 (Noisy Student weights), as in the paper.",
-        published=published.CHAOS, add_options=_chaos_options, select_datasets=_chaos_datasets,
+        published=PUBLISHED_CHAOS, add_options=_chaos_options, select_datasets=_chaos_datasets,
         export_options=_export_with_dataset),
     Challenge(
         key="brats2022", title="BraTS 2022 (glioma MRI)", converter="nnunetv2_xdim_convert_brats2022",
         exporter="nnunetv2_xdim_export_brats2022", preset="brats", configuration="3d_fullres",
         trainers=("nnUNetTrainerXDimEfficientNetB0", "nnUNetTrainerXDimEfficientNetB0_Stacked"),
-        datasets=(DatasetSpec.of(dataset_ids.BRATS2022),),
+        datasets=(DatasetSpec.of(BRATS2022),),
         trainer_note=("DX-Net-style inflated 3D (no suffix) and DS-Net-style stacked 3D (_Stacked). EfficientNet-B0 "
                       "is this protocol's choice of backbone for BraTS (override with --trainers)."),
-        published=published.BRATS2022, several_inputs=True,
+        published=PUBLISHED_BRATS2022, several_inputs=True,
         input_help=("the downloaded release (see the converter's --help); several folders: training and "
                     "validation downloads"),
         export_options=_brats_raw_folders),

@@ -49,14 +49,14 @@ class Published:
     caveat: str
 
 
-CAMUS = Published(
+PUBLISHED_CAMUS = Published(
     columns=("value",),
     rows=(Ranking(PAPER, "CAMUS challenge ranking", 1),),
     caveat=("The paper is cited here for its ranking only, without per-structure Dice/HD/MAD numbers: there is no "
             "published number to put beside each row of the table above. A challenge ranking is made on the "
             "challenge's own test set, not on a cross-validation like the table above."))
 
-CHAOS = Published(
+PUBLISHED_CHAOS = Published(
     columns=("value",),
     rows=(Ranking(PAPER, "CHAOS online platform ranking", 3),
           Score(CHAOS_PAPER, "best single-modality Dice, CT liver", (0.98,), approximate=True),
@@ -64,7 +64,7 @@ CHAOS = Published(
     caveat=("The paper is cited here for its ranking only, without per-organ numbers. The ranking and the challenge "
             "paper's numbers are on the challenge's own test set, not on a cross-validation like the table above."))
 
-BRATS2022 = Published(
+PUBLISHED_BRATS2022 = Published(
     columns=("WT", "TC", "ET"),
     rows=(Score(PAPER, "one transfer type (DX or DS)", (91.69, 83.23, 81.75)),
           Score(PAPER, "the other transfer type", (91.22, 84.77, 83.88)),

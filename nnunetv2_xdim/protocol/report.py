@@ -15,7 +15,7 @@ from .settings import PLANS
 from .trainer_names import BASELINE
 
 
-def write(p) -> str:
+def write_report(p) -> str:
     """Write report.md and commands.sh of the finished protocol `p` (a steps.Protocol); returns report.md's path."""
     s = p.s
     lines = _head(p)

@@ -10,8 +10,8 @@ import shutil
 import time
 from typing import Dict, List, Optional
 
-from . import report
 from .challenges import DatasetSpec
+from .report import write_report
 from .runner import Runner
 from .settings import PLANS, ProtocolError, Settings, environment, nnunet_paths, protocol_env, train_env
 from .trainer_names import BASELINE
@@ -60,7 +60,7 @@ class Protocol:
         return self.write_report()
 
     def write_report(self) -> str:
-        return report.write(self)
+        return write_report(self)
 
     def _header(self) -> str:
         s = self.s
