@@ -1,6 +1,5 @@
 """Recipe knobs of the XDim trainer (optimiser, base learning rate, encoder learning rate) and its study options
-(frozen-encoder phase, L2-SP):
-what configure_optimizers and the scheduler really do over a schedule."""
+(frozen-encoder phase, L2-SP): what configure_optimizers and the scheduler really do over a schedule."""
 import pytest
 import torch
 

@@ -1,6 +1,6 @@
-"""results/recipe_study.py prepares its datasets once and reuses them; a preparation killed midway must not be
-reused as if complete (training would silently run on fewer cases). Study processes started side by side share the
-datasets, runs.csv and the model folders, and must not undo each other's work."""
+"""results/recipe_study/recipe_study.py prepares its datasets once and reuses them; a preparation killed midway
+must not be reused as if complete (training would silently run on fewer cases). Study processes started side by
+side share the datasets, runs.csv and the model folders, and must not undo each other's work."""
 import importlib.util
 import json
 import os
@@ -11,11 +11,11 @@ import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "..", "results", "recipe_study", "recipe_study.py")
 
 
 def load_recipe_study():
-    spec = importlib.util.spec_from_file_location(
-        "recipe_study", os.path.join(HERE, "..", "results", "recipe_study.py"))
+    spec = importlib.util.spec_from_file_location("recipe_study", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -66,8 +66,7 @@ def test_a_fold_in_training_is_left_to_its_process(tmp_path):
     (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"a run of another budget")
 
     def second_process():
-        out = subprocess.run([sys.executable, "-c", SECOND_PROCESS,
-                              os.path.join(HERE, "..", "results", "recipe_study.py"), str(model), runs],
+        out = subprocess.run([sys.executable, "-c", SECOND_PROCESS, SCRIPT, str(model), runs],
                              capture_output=True, text=True, check=True)
         return out.stdout.strip().splitlines()[-1]
 
@@ -93,15 +92,16 @@ def test_every_arm_is_a_trainer_nnunet_finds():
     """An arm whose trainer nnU-Net cannot find fails only after the study has prepared its dataset; its twin and
     'current recipe' reference must be arms too, or the report silently leaves the comparison out."""
     study = load_recipe_study()
-    for arm, ref in list(study.TWINS.items()) + list(study.BASES.items()):
-        assert arm in study.ARMS and ref in study.ARMS, (arm, ref)
+    for arm in study.ARMS.values():
+        for ref in (arm.twin, arm.base):
+            assert ref is None or ref in study.ARMS, (arm.name, ref)
     env = dict(os.environ)
     env.pop("nnUNet_extTrainer", None)
     study.add_study_trainers(env)  # the study's own trainer path, as its main() sets it
     script = ("import json, sys\n"
               "from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name\n"
               "print(json.dumps({n: recursive_find_trainer_class_by_name(n).__name__ for n in sys.argv[1:]}))\n")
-    names = sorted(set(study.ARMS.values()))
+    names = sorted({arm.trainer for arm in study.ARMS.values()})
     p = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {n: n for n in names}

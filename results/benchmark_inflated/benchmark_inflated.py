@@ -8,8 +8,9 @@ minus resident memory before it; CUDA: torch.cuda.max_memory_allocated minus mem
 Figures are also given as ratios to PlainConvUNet measured in the same run. EfficientNets (depthwise 3D
 convolutions) get their own table, and a micro-benchmark says what a depthwise 3D convolution costs here.
 
-    python results/benchmark_inflated.py --out results/benchmark_inflated_cpu.md
-    python results/benchmark_inflated.py --device cuda --full-size --out results/benchmark_inflated_gpu.md
+    python results/benchmark_inflated/benchmark_inflated.py --out results/benchmark_inflated/report_cpu.md
+    python results/benchmark_inflated/benchmark_inflated.py --device cuda --full-size \\
+        --out results/benchmark_inflated/report_gpu.md
 
 On CPU the plans are scaled down (see PLANS: `small`); strides, kernels and channel counts are the real plan's.
 The inflation rule does not change shapes or cost, so networks use the default rule and normalisation.
@@ -20,10 +21,10 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from benchmark_common import (BASELINE, TABLE_HEAD, machine, measure, method_line, nnunet_network,  # noqa: E402
-                              plan_managers, run_worker, table_rows, write_report)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+from results.common.benchmark import (BASELINE, TABLE_HEAD, machine, measure, method_line,  # noqa: E402
+                                      nnunet_network, plan_managers, run_worker, table_rows, write_report)
 
 # nnU-Net-like 3d_fullres plans: real patch, CPU patch ("small"), strides, kernels, channels, classes
 PLANS = {
@@ -115,7 +116,7 @@ def main():
              method_line(args),
              "- predict: nnU-Net's sliding window (step 0.5, Gaussian) with mirroring on all 3 axes, over a volume "
              "1.5x the patch along x (2 tiles x 8 mirrorings)",
-             f"- command: `python results/benchmark_inflated.py {' '.join(sys.argv[1:])}`", ""]
+             f"- command: `python results/benchmark_inflated/benchmark_inflated.py {' '.join(sys.argv[1:])}`", ""]
     for plan_name in args.plans:
         spec = PLANS[plan_name]
         res = {n: run_worker(__file__, plan_name, n, args) for n in [BASELINE] + RESNETS + EFFICIENTNETS}

@@ -6,8 +6,10 @@ predictor, no mirroring). Every (plan, network) pair runs in a fresh subprocess,
 one training step only (CPU: peak resident memory during the step minus resident memory before it; CUDA:
 torch.cuda.max_memory_allocated). Figures are given as ratios to PlainConvUNet measured in the same run.
 
-    python results/benchmark_slicewise_stacked.py --out results/benchmark_slicewise_stacked_cpu.md
-    python results/benchmark_slicewise_stacked.py --device cuda --full-size --out results/..._gpu.md
+    python results/benchmark_slicewise_stacked/benchmark_slicewise_stacked.py \\
+        --out results/benchmark_slicewise_stacked/report_cpu.md
+    python results/benchmark_slicewise_stacked/benchmark_slicewise_stacked.py --device cuda --full-size \\
+        --out results/benchmark_slicewise_stacked/report_gpu.md
 
 On CPU the patches are scaled down (about half per axis, divisible by the plan's strides; stages, strides,
 kernels, features and channels stay those of the real plan); --full-size uses the real patch sizes.
@@ -22,10 +24,10 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from benchmark_common import (BASELINE, TABLE_HEAD, machine, measure, method_line, nnunet_network,  # noqa: E402
-                              plan_managers, run_worker, table_rows, write_report)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+from results.common.benchmark import (BASELINE, TABLE_HEAD, machine, measure, method_line,  # noqa: E402
+                                      nnunet_network, plan_managers, run_worker, table_rows, write_report)
 
 # real nnU-Net-like plans (3d_fullres): patch, strides, kernels, input channels; "small" = CPU patch
 PLANS = {
@@ -194,7 +196,8 @@ def main():
              f"- patches: {'real plan sizes' if args.full_size else SCALED}; batch 2",
              method_line(args),
              "- predict: nnU-Net's sliding window (step 0.5, Gaussian, no mirroring) over a volume 1.5x the patch per axis",
-             f"- command: `python results/benchmark_slicewise_stacked.py {' '.join(sys.argv[1:])}`", ""]
+             "- command: `python results/benchmark_slicewise_stacked/benchmark_slicewise_stacked.py "
+             f"{' '.join(sys.argv[1:])}`", ""]
     for plan_name in args.plans:
         res = {n: run_worker(__file__, plan_name, n, args) for n in NETWORKS}
         base = res[BASELINE]

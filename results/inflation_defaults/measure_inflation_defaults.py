@@ -14,7 +14,8 @@ To fit these CPUs the volumes are resampled to 4 mm isotropic and the plan is an
 plan for that: patch 32^3, 5 stages, strides 2 on every axis, 3x3x3 kernels (every backbone level spans z,
 so the rule matters everywhere).
 
-    python results/measure_inflation_defaults.py /path/to/brats18_dev --out results/measure_inflation_defaults.md
+    python results/inflation_defaults/measure_inflation_defaults.py /path/to/brats18_dev \\
+        --out results/inflation_defaults/report.md
 """
 import argparse
 import os
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor  # noqa: E402
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss  # noqa: E402
@@ -176,7 +177,8 @@ def main():
              f"- training: {args.steps} steps of batch 2, nnU-Net's recipe as the XDim trainers use it; the same "
              f"patches for every arm; {len(folds)} folds of {len(cases) - n_test} training / {n_test} test cases",
              "- score: whole-tumour Dice of nnU-Net's sliding-window prediction (no mirroring) on the test cases",
-             f"- command: `python results/measure_inflation_defaults.py <brats18_dev> {' '.join(sys.argv[2:])}`", "",
+             "- command: `python results/inflation_defaults/measure_inflation_defaults.py <brats18_dev> "
+             f"{' '.join(sys.argv[2:])}`", "",
              "| arm (rule + norm) | Dice per test case | mean Dice | final train loss (mean of folds) | s / step |",
              "|---|---|---|---|---|"]
     for arm, res in results.items():

@@ -12,9 +12,9 @@ This script measures that on real slices: the 2d XDim Lite0 network with its Ima
 axial slices of a brats18_dev case z-scored like nnU-Net, forward with x, 0.5x, 2x and x + 0.5 (train mode, the
 mode every training step runs in), per encoder normalisation; it reports the largest change of the logits
 relative to their spread and the fraction of pixels whose predicted class is unchanged. Writes
-results/intensity_scale_check.md.
+results/intensity_scale/report.md.
 
-    HF_HUB_OFFLINE=1 python results/intensity_scale_check.py ../shared/data/brats18_dev
+    HF_HUB_OFFLINE=1 python results/intensity_scale/intensity_scale_check.py ../shared/data/brats18_dev
 """
 import argparse
 import os
@@ -84,7 +84,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data", help="brats18_dev folder (case_*/FLAIR.nii.gz, T1.nii.gz, GT_W.nii.gz)")
     ap.add_argument("--case", default="case_0")
-    ap.add_argument("--out", default=os.path.join(HERE, "intensity_scale_check.md"))
+    ap.add_argument("--out", default=os.path.join(HERE, "report.md"))
     args = ap.parse_args()
     torch.manual_seed(0)
     x = zscored_slices(os.path.join(args.data, args.case))
@@ -104,8 +104,8 @@ def main():
                 print(f"{norm:8s} {name:36s} max |dlogit| / std = {change:.2e}, argmax agreement {agree:.4f}",
                       flush=True)
     lines = ["# Intensity scaling of the input: does a pretrained XDim encoder see it?", "",
-             f"- `python results/intensity_scale_check.py <brats18_dev> --case {args.case}`; machine: "
-             f"{platform.node()} (CPU, torch {torch.__version__})",
+             f"- `python results/intensity_scale/intensity_scale_check.py <brats18_dev> --case {args.case}`; "
+             f"machine: {platform.node()} (CPU, torch {torch.__version__})",
              f"- input: 16 axial slices of {args.case} through the tumour, FLAIR + T1 z-scored in the brain like "
              f"nnU-Net (background 0), {PATCH[0]}x{PATCH[1]} at about 2 mm; statistics: mean {x.mean():.2f}, "
              f"std {x.std():.2f}, range [{x.min():.1f}, {x.max():.1f}]",

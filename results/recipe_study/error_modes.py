@@ -1,4 +1,4 @@
-"""How the recipe study's networks get a case wrong: over- or under-segmentation (issue 7).
+"""How the recipe study's networks get a case wrong: over- or under-segmentation.
 
 Reads nnU-Net's final validation predictions (fold_k/validation/*.nii.gz) of every finished study run at K
 training cases (datasets of `recipe_study.py --train-cases K`, default 1; every spacing and plans) and compares
@@ -6,7 +6,8 @@ them with the preprocessed ground truth: predicted / true tumour volume, precisi
 case. Dice alone does not say whether a network misses tumour or adds some; with one training case the answer
 depends on the tumour of that case, and it is the same for every arm.
 
-    python results/recipe_error_modes.py [--work .recipe_work] [--arms pretrained scratch default] [--train-cases K]
+    python results/recipe_study/error_modes.py [--work .recipe_work] [--arms pretrained scratch default] \\
+        [--train-cases K]
 """
 import argparse
 import glob
@@ -18,8 +19,10 @@ import numpy as np
 import SimpleITK as sitk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from recipe_study import ARMS, DEFAULT_SPACING, dataset_id  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, REPO)
+from results.recipe_study.arms import ARMS  # noqa: E402
+from results.recipe_study.recipe_study import DEFAULT_SPACING, dataset_id  # noqa: E402
 
 
 def _voxels(path):
@@ -28,17 +31,17 @@ def _voxels(path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default=os.path.join(os.path.dirname(HERE), ".recipe_work"))
+    ap.add_argument("--work", default=os.path.join(REPO, ".recipe_work"))
     ap.add_argument("--arms", nargs="+", default=["pretrained", "scratch", "default"], choices=list(ARMS))
     ap.add_argument("--spacings", nargs="+", type=float, default=[DEFAULT_SPACING["2d"], 1.0])
     ap.add_argument("--train-cases", type=int, default=1, help="datasets of recipe_study.py --train-cases K")
-    ap.add_argument("--out", help="default: recipe_study/2d_train<K>_error_modes.md")
+    ap.add_argument("--out", help="default: reports/2d_train<K>_error_modes.md")
     args = ap.parse_args()
     k = args.train_cases
-    out = args.out or os.path.join(HERE, "recipe_study", f"2d_train{k}_error_modes.md")
+    out = args.out or os.path.join(HERE, "reports", f"2d_train{k}_error_modes.md")
 
     lines = [f"# Recipe study, 2d at {k} training case(s): how the validation cases are missed", "",
-             f"`python results/recipe_error_modes.py --arms {' '.join(args.arms)} --spacings "
+             f"`python results/recipe_study/error_modes.py --arms {' '.join(args.arms)} --spacings "
              f"{' '.join(f'{s:g}' for s in args.spacings)} --train-cases {k}`", "",
              "Per validation case: predicted / true tumour volume (vol), precision (prec) and recall (rec) of "
              "nnU-Net's final sliding-window validation prediction. Tumour sizes are the preprocessed ground "
@@ -60,13 +63,13 @@ def main():
                   "|---|---|---|---|---|"]
         for fold, split in enumerate(splits):
             for arm in args.arms:
-                pattern = os.path.join(args.work, "results_rep*", name, f"{ARMS[arm]}__*__2d", f"fold_{fold}",
+                pattern = os.path.join(args.work, "results_rep*", name, f"{ARMS[arm].trainer}__*__2d", f"fold_{fold}",
                                        "validation")
                 for val in sorted(glob.glob(pattern)):
                     if not os.path.isfile(os.path.join(val, "summary.json")):
                         continue  # unfinished
                     repeat = val.split(os.sep + "results_rep")[1].split(os.sep)[0]
-                    plans = val.split(f"{ARMS[arm]}__")[1].split("__2d")[0]
+                    plans = val.split(f"{ARMS[arm].trainer}__")[1].split("__2d")[0]
                     cells = []
                     for case in split["val"]:
                         p, g = _voxels(os.path.join(val, case + ".nii.gz")), _voxels(os.path.join(gt_dir,

@@ -1,5 +1,5 @@
 """Does the ImageNet-pretrained encoder pay off, and with which recipe? Measured on real data through nnU-Net's
-own commands (issue 7).
+own commands.
 
 For a real dataset given by path (the six BraTS 2018 cases of ../shared/data/brats18_dev: FLAIR + T1, whole
 tumour) the script
@@ -15,42 +15,28 @@ tumour) the script
      folds, `--repeats` times (nnU-Net does not seed: repeats are independent runs),
   4. reads nnU-Net's own final validation (fold_k/validation/summary.json: Dice of the full sliding-window
      prediction of each validation case) and its per-epoch pseudo-Dice (checkpoint logging),
-  5. writes, under --out: runs.csv (every run ever made, one row each), <config>.md (per arm: Dice per fold,
-     mean and spread, paired difference against the _Scratch twin and against nnU-Net's default, wall time,
-     budget, machine) and <config>_curves.png (validation pseudo-Dice against training iterations).
+  5. writes runs.csv (--runs: every run ever made, one row each) and, under --out (reports/), <config>.md (per
+     arm: Dice per fold, mean and spread, paired difference against the _Scratch twin, against nnU-Net's default
+     and against the arm it changes, wall time, budget, machine) and <config>_curves.png (validation
+     pseudo-Dice against training iterations).
 
-Arms (--arms, default: pretrained scratch default): `pretrained` EfficientNet-Lite0 with nnU-Net's SGD
-(nnUNetTrainerXDimLite0R_SGD: the XDim trainers' default recipe until 2026-12; older rows of runs.csv name it
-nnUNetTrainerXDimEfficientNetLite0), `scratch` its _Scratch twin, `default` nnUNetTrainerXDimBaseline, `adamw` and
-`adamw_scratch` (the trainers' default recipe since then; since 2026-12-06 the pretrained default also starts
-its full-resolution stage from the ImageNet stem, i.e. is `adamw_fullres_stem`, twin unchanged), and one-factor
-variants of `pretrained` from results/recipe_trainers/ (enc_lr_1, enc_lr_0.3, no_warmup, warmup_25, freeze_10, frozen_encoder and its control
-frozen_random_encoder (the same frozen encoder without ImageNet weights; compared with frozen_encoder), norm_frozen,
-norm_instance, norm_batch3d, grey_stem, imagenet_range, transfuse_1/2/3, fullres_stem; variants of `adamw`:
-adamw_enc_lr_1, adamw_freeze_10, adamw_imagenet_range and adamw_fullres_stem (the input window and the
-full-resolution stem arms in the adamw recipe, 3d_fullres too), adamw_fullres_stem_imagenet_range (both),
-adamw_l2sp, adamw_l2sp_30, adamw_l2sp_300 and
-adamw_l2sp_1000 (encoder decay toward the ImageNet weights, strength 100, 30, 300 and 1000), adamw_instance and
-its twin adamw_instance_scratch, adamw_batch3d and its twin adamw_batch3d_scratch (the inflated encoder keeps
-BatchNorm in 3d_fullres), slicewise_adamw and its twin slicewise_adamw_scratch (and slicewise_adamw_enc_lr_1, its
-encoder at the decoder's rate, and slicewise_adamw_fullres_stem, its stage 0 from the ImageNet stem),
-stacked_adamw and its twin stacked_adamw_scratch (3d_fullres by the slice-wise or the stacked mode instead of
-inflation), and stacked_adamw_fullres_stem (its 2D core's stage 0 from the ImageNet stem)),
-plus `lite1`, `lite2` (other ImageNet weights, SGD) and their twins `lite1_scratch`, `lite2_scratch`, and `lite2_adamw`
-with its twin `lite2_adamw_scratch` (Lite2 in the adamw recipe). Finished
-runs are kept and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone
-(re-invoking with more --repeats than are finished would start the missing runs instead). Several study processes
-may run side by side (one per core or GPU, with different --arms, --folds or --repeats): they prepare each dataset
-once and share runs.csv under locks, and a fold that another process is training is skipped with a message, never
-removed or trained twice.
+Arms (--arms, default: pretrained scratch default): arms.py declares each, with the arms its report compares it
+with; the docstrings of trainers/nnunetv2_xdim_recipe_trainers.py say what each changes. Finished runs are kept
+and skipped, so the study grows run by run; --report-only rewrites a report from runs.csv alone (re-invoking with
+more --repeats than are finished would start the missing runs instead). Several study processes may run side by
+side (one per core or GPU, with different --arms, --folds or --repeats): they prepare each dataset once and share
+runs.csv under locks, and a fold that another process is training is skipped with a message, never removed or
+trained twice.
 
-    python results/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
-    python results/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default --device cuda
-    python results/recipe_study.py DATA --configs 2d --train-cases 1 --spacing-2d 1 --gpu-memory-target 1.2 \\
-        --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # native 1 mm; batch 16 as at 2 mm
-    python results/recipe_study.py --report-only --configs 3d_fullres --train-cases 2 --epochs 8 --iterations 25
-    python results/recipe_study.py DATA --configs 2d --train-cases 2 --modalities T1 --arms adamw adamw_scratch default \\
-        --epochs 8 --iterations 25 --val-iterations 5 --threads 1   # T1 alone: a harder task, own dataset
+    python results/recipe_study/recipe_study.py ../shared/data/brats18_dev --configs 2d --epochs 10 --iterations 25
+    python results/recipe_study/recipe_study.py DATA --configs 3d_fullres --arms pretrained scratch default \\
+        --device cuda
+    python results/recipe_study/recipe_study.py DATA --configs 2d --train-cases 1 --spacing-2d 1 \\
+        --gpu-memory-target 1.2 --epochs 8 --iterations 25 --val-iterations 5 --threads 1  # 1 mm; batch 16 as at 2 mm
+    python results/recipe_study/recipe_study.py --report-only --configs 3d_fullres --train-cases 2 --epochs 8 \\
+        --iterations 25
+    python results/recipe_study/recipe_study.py DATA --configs 2d --train-cases 2 --modalities T1 \\
+        --arms adamw adamw_scratch default --epochs 8 --iterations 25 --val-iterations 5 --threads 1  # T1 alone
 """
 import argparse
 import contextlib
@@ -60,7 +46,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import time
 
@@ -68,92 +53,10 @@ import numpy as np
 import SimpleITK as sitk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-from nnunetv2_xdim.discovery import enable_trainer_discovery  # noqa: E402
-
-ARMS = {
-    "pretrained": "nnUNetTrainerXDimLite0R_SGD",
-    "scratch": "nnUNetTrainerXDimLite0R_SGD_Scratch",
-    "default": "nnUNetTrainerXDimBaseline",
-    "enc_lr_1": "nnUNetTrainerXDimLite0R_EncLR1",
-    "enc_lr_0.3": "nnUNetTrainerXDimLite0R_EncLR03",
-    "no_warmup": "nnUNetTrainerXDimLite0R_NoWarmup",
-    "warmup_25": "nnUNetTrainerXDimLite0R_Warmup25",
-    "freeze_10": "nnUNetTrainerXDimLite0R_Freeze10",
-    "frozen_encoder": "nnUNetTrainerXDimLite0R_FrozenEncoder",
-    "frozen_random_encoder": "nnUNetTrainerXDimLite0R_FrozenRandomEncoder",
-    "adamw": "nnUNetTrainerXDimLite0R_AdamW",
-    "adamw_scratch": "nnUNetTrainerXDimLite0R_AdamW_Scratch",
-    "norm_frozen": "nnUNetTrainerXDimLite0R_NormFrozen",
-    "norm_instance": "nnUNetTrainerXDimLite0R_NormInstance",
-    "norm_batch3d": "nnUNetTrainerXDimLite0R_NormBatch3D",
-    "grey_stem": "nnUNetTrainerXDimLite0R_GreyStem",
-    "imagenet_range": "nnUNetTrainerXDimLite0R_ImageNetRange",
-    "adamw_enc_lr_1": "nnUNetTrainerXDimLite0R_AdamWEncLR1",
-    "adamw_instance": "nnUNetTrainerXDimLite0R_AdamWInstance",
-    "adamw_instance_scratch": "nnUNetTrainerXDimLite0R_AdamWInstance_Scratch",
-    "adamw_batch3d": "nnUNetTrainerXDimLite0R_AdamWBatch3D",
-    "adamw_batch3d_scratch": "nnUNetTrainerXDimLite0R_AdamWBatch3D_Scratch",
-    "adamw_freeze_10": "nnUNetTrainerXDimLite0R_AdamWFreeze10",
-    "adamw_imagenet_range": "nnUNetTrainerXDimLite0R_AdamWImageNetRange",
-    "adamw_fullres_stem": "nnUNetTrainerXDimLite0R_AdamWFullResStem",
-    "adamw_fullres_stem_imagenet_range": "nnUNetTrainerXDimLite0R_AdamWFullResStemImageNetRange",
-    "adamw_l2sp": "nnUNetTrainerXDimLite0R_AdamWL2SP",
-    "adamw_l2sp_1000": "nnUNetTrainerXDimLite0R_AdamWL2SP1000",
-    "adamw_l2sp_30": "nnUNetTrainerXDimLite0R_AdamWL2SP30",
-    "adamw_l2sp_300": "nnUNetTrainerXDimLite0R_AdamWL2SP300",
-    "slicewise_adamw": "nnUNetTrainerXDimLite0R_SliceWiseAdamW",
-    "slicewise_adamw_scratch": "nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch",
-    "slicewise_adamw_enc_lr_1": "nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1",
-    "slicewise_adamw_fullres_stem": "nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem",
-    "stacked_adamw": "nnUNetTrainerXDimLite0R_StackedAdamW",
-    "stacked_adamw_scratch": "nnUNetTrainerXDimLite0R_StackedAdamW_Scratch",
-    "stacked_adamw_fullres_stem": "nnUNetTrainerXDimLite0R_StackedAdamWFullResStem",
-    "transfuse_1": "nnUNetTrainerXDimLite0R_Transfuse1",
-    "transfuse_2": "nnUNetTrainerXDimLite0R_Transfuse2",
-    "transfuse_3": "nnUNetTrainerXDimLite0R_Transfuse3",
-    "fullres_stem": "nnUNetTrainerXDimLite0R_FullResStem",
-    "lite1": "nnUNetTrainerXDimLite1R_SGD",
-    "lite1_scratch": "nnUNetTrainerXDimLite1R_SGD_Scratch",
-    "lite2": "nnUNetTrainerXDimLite2R_SGD",
-    "lite2_scratch": "nnUNetTrainerXDimLite2R_SGD_Scratch",
-    "lite2_adamw": "nnUNetTrainerXDimLite2R_AdamW",
-    "lite2_adamw_scratch": "nnUNetTrainerXDimLite2R_AdamW_Scratch",
-}
-# the scratch arm that differs from an arm only in its initialisation, where that is not "scratch" (another
-# optimiser, normalisation or backbone)
-TWINS = {"adamw": "adamw_scratch", "adamw_enc_lr_1": "adamw_scratch", "adamw_instance": "adamw_instance_scratch",
-         "adamw_batch3d": "adamw_batch3d_scratch",
-         "adamw_freeze_10": "adamw_scratch", "adamw_imagenet_range": "adamw_scratch",
-         "adamw_fullres_stem": "adamw_scratch", "adamw_fullres_stem_imagenet_range": "adamw_scratch",
-         "adamw_l2sp": "adamw_scratch", "adamw_l2sp_1000": "adamw_scratch",
-         "adamw_l2sp_30": "adamw_scratch", "adamw_l2sp_300": "adamw_scratch",
-         "slicewise_adamw": "slicewise_adamw_scratch", "slicewise_adamw_enc_lr_1": "slicewise_adamw_scratch",
-         "slicewise_adamw_fullres_stem": "slicewise_adamw_scratch",
-         "stacked_adamw": "stacked_adamw_scratch", "stacked_adamw_fullres_stem": "stacked_adamw_scratch",
-         "lite1": "lite1_scratch", "lite2": "lite2_scratch", "lite2_adamw": "lite2_adamw_scratch"}
-# the arm a one-factor arm changes ('vs current recipe'); arms not listed change `pretrained` (`scratch` if scratch)
-BASES = {"frozen_random_encoder": "frozen_encoder",
-         "adamw_enc_lr_1": "adamw", "adamw_instance": "adamw", "adamw_instance_scratch": "adamw_scratch",
-         "adamw_batch3d": "adamw", "adamw_batch3d_scratch": "adamw_scratch",
-         "adamw_freeze_10": "adamw", "adamw_imagenet_range": "adamw", "adamw_fullres_stem": "adamw",
-         "adamw_fullres_stem_imagenet_range": "adamw_fullres_stem",
-         "adamw_l2sp": "adamw", "adamw_l2sp_1000": "adamw",
-         "adamw_l2sp_30": "adamw", "adamw_l2sp_300": "adamw",
-         "slicewise_adamw": "adamw", "slicewise_adamw_scratch": "adamw_scratch",
-         "slicewise_adamw_enc_lr_1": "slicewise_adamw", "slicewise_adamw_fullres_stem": "slicewise_adamw",
-         "stacked_adamw": "adamw", "stacked_adamw_scratch": "adamw_scratch",
-         "stacked_adamw_fullres_stem": "stacked_adamw",
-         "lite2_adamw": "adamw", "lite2_adamw_scratch": "adamw_scratch"}
-
-
-def add_study_trainers(env: dict) -> dict:
-    """Let nnU-Net's trainer lookup in the commands run with `env` find the package's trainers and the study's
-    one-factor arms (results/recipe_trainers)."""
-    enable_trainer_discovery(env)
-    env["nnUNet_extTrainer"] += os.pathsep + os.path.join(HERE, "recipe_trainers")
-    return env
-
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, REPO)
+from nnunetv2_xdim.commands import CommandError, run_logged  # noqa: E402
+from results.recipe_study.arms import ARMS, REFERENCE_ARMS, add_study_trainers  # noqa: E402
 
 DATASET_IDS = {"2d": 971, "3d_fullres": 972}
 DEFAULT_SPACING = {"2d": 2.0, "3d_fullres": 3.0}
@@ -279,12 +182,11 @@ def write_splits(preprocessed: str, splits: list) -> None:
 # ------------------------------------------------------------------------------------------------ runs
 
 def run(cmd, env, log):
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        p = subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-    if p.returncode:
-        raise SystemExit(f"{' '.join(cmd)} exited {p.returncode}; see {log}")
+    """Run `cmd`, its output appended to the study's command log (shared by the study processes)."""
+    try:
+        run_logged(cmd, env, log, show=lambda line: False)
+    except CommandError as e:
+        raise SystemExit(str(e))
 
 
 def train_command(threads):
@@ -459,13 +361,9 @@ def report(out_dir, stem, rows, curves, missing, args_line):
         fold_means = {f: np.mean(d) for f in folds
                       if (d := [float(r["dice_mean"]) for r in mine if int(r["fold"]) == f])}
         per_fold = [f"{fold_means[f]:.3f}" if f in fold_means else "-" for f in folds]
-        cells = []
-        for ref in (TWINS.get(arm, "scratch"), "default"):
-            # a scratch twin only for pretrained arms; nnU-Net's default is compared with nothing but itself
-            meaningless = arm == ref or (ref != "default" and (arm == "default" or arm.endswith("scratch")))
-            cells.append(_diff_cell([] if meaningless else paired(rows, arm, ref)))
-        base = BASES.get(arm, "scratch" if arm.endswith("scratch") else "pretrained")
-        cells.append(_diff_cell([] if arm in ("pretrained", "scratch", "default") else paired(rows, arm, base)))
+        spec = ARMS[arm]
+        cells = [_diff_cell(paired(rows, arm, ref) if ref else [])
+                 for ref in (spec.twin, None if arm == "default" else "default", spec.base)]
         lines.append(f"| {arm} | `{mine[0]['trainer']}` | {len(mine)} | {' '.join(per_fold)} | "
                      f"{_mean_std([float(r['dice_mean']) for r in mine], np.mean(list(fold_means.values())))} | "
                      f"{cells[0]} | {cells[1]} | {cells[2]} | "
@@ -524,7 +422,7 @@ def report(out_dir, stem, rows, curves, missing, args_line):
         if not many:
             ax.plot(x, mean, label=label)
             ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.15)
-        elif arm in ("pretrained", "scratch", "default"):
+        elif arm in REFERENCE_ARMS:
             ax.plot(x, mean, label=label, lw=2.5, color="k" if arm == "default" else None)
         else:
             ax.plot(x, mean, label=label, lw=1, ls=styles[i % len(styles)])
@@ -645,9 +543,10 @@ def main():
     ap.add_argument("--threads", type=int, default=None,
                     help="CPU threads per training (nnUNetv2_train on CPU takes every core; when other jobs share "
                          "the machine, oversubscribed threads run many times slower: use 1 there)")
-    ap.add_argument("--work", default=os.path.join(os.path.dirname(HERE), ".recipe_work"),
+    ap.add_argument("--work", default=os.path.join(REPO, ".recipe_work"),
                     help="nnU-Net folders of the study (raw, preprocessed, results; not committed)")
-    ap.add_argument("--out", default=os.path.join(HERE, "recipe_study"))
+    ap.add_argument("--out", default=os.path.join(HERE, "reports"), help="the reports (<stem>.md, <stem>_curves.png)")
+    ap.add_argument("--runs", default=os.path.join(HERE, "runs.csv"), help="every recorded run, one row each")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: rewrite the report of --configs / --train-cases / spacing / plans / budget "
                          "from the runs recorded in runs.csv (no data needed; --arms, --folds, --repeats ignored)")
@@ -666,8 +565,8 @@ def main():
     env.pop("nnUNet_n_proc_DA", None)  # nnU-Net 2.8.1's planner crashes with 0
     add_study_trainers(env)
     log = os.path.join(args.work, "commands.log")
-    runs_csv = os.path.join(args.out, "runs.csv")
-    args_line = "python results/recipe_study.py <brats18_dev> " + " ".join(sys.argv[2:])
+    runs_csv = args.runs
+    args_line = "python results/recipe_study/recipe_study.py <brats18_dev> " + " ".join(sys.argv[2:])
     if args.report_only:
         for config in args.configs:
             report_recorded(args, config, runs_csv, args_line)

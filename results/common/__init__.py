@@ -1,0 +1,1 @@
+"""Helpers that several studies under results/ share."""
