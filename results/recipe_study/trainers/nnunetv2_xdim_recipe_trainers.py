@@ -1,6 +1,6 @@
-"""Trainers of the recipe study (results/recipe_study.py): each changes ONE recipe factor of the study's
-`pretrained` arm, nnUNetTrainerXDimEfficientNetLite0 with nnU-Net's SGD (Lite0: the backbone whose ImageNet weights
-install offline).
+"""Trainers of the recipe study (../recipe_study.py; ../arms.py names the arm of each): each changes ONE recipe
+factor of the arm it subclasses. The study's `pretrained` arm is nnUNetTrainerXDimEfficientNetLite0 (the backbone
+whose ImageNet weights install offline) with nnU-Net's SGD; the `adamw` arm the same with AdamW.
 
 The study adds this folder to nnUNet_extTrainer next to the package's own folder. Every class keeps the
 architecture record of its parent, so its models predict with nnU-Net's commands like any XDim model.
@@ -9,7 +9,8 @@ architecture record of its parent, so its models predict with nnU-Net's commands
 import types
 
 from nnunetv2_xdim.networks.encoder2d import TimmUNetEncoder
-from nnunetv2_xdim.trainers.base import unwrap, weights_fingerprint
+from nnunetv2_xdim.trainers.base import unwrap
+from nnunetv2_xdim.trainers.options import L2SP, FrozenEncoderStart
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite0_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite0_SliceWise,
@@ -23,26 +24,43 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
 from nnunetv2_xdim.transfer.rules import centre
 
 
-# Every pretrained arm names its optimiser, its L2-SP strength (0: plain weight decay) and whether its
-# full-resolution stage starts from the ImageNet stem (the package default since 2026-12-06; off in every arm
-# measured before), so that an arm stays the recipe it was measured with when the package's default changes. The
-# study's first reference arms (pretrained, scratch, lite1/2) and every one-factor arm that does not name AdamW use
-# nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2), the XDim trainers' default before 2026-12.
+# An arm pins the optimiser and the full-resolution stage's start it was measured with, so that it stays the same
+# recipe when the package's defaults change (the stem start is off in every arm that does not name it).
 
-def _sgd_arm(base: type) -> type:
-    """`base` with nnU-Net's SGD pinned, named nnUNetTrainerXDim<Lite0>R_SGD[_Scratch]"""
-    backbone, _, twin = base.__name__[len("nnUNetTrainerXDimEfficientNet"):].partition("_")
-    name = f"nnUNetTrainerXDim{backbone}R_SGD" + (f"_{twin}" if twin else "")
-    return type(name, (base,), {"optimizer_name": "sgd", "l2sp_strength": 0.0, "full_res_from_stem": False,
-                                "__module__": __name__, "__doc__": f"{base.__name__}, SGD"})
+class PinnedSGD:
+    """Mixin: nnU-Net's SGD (Nesterov, momentum 0.99, lr 1e-2), full-resolution stage from random weights."""
+    optimizer_name = "sgd"
+    full_res_from_stem = False
 
 
-nnUNetTrainerXDimLite0R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite0)  # the `pretrained` arm
-nnUNetTrainerXDimLite0R_SGD_Scratch = _sgd_arm(nnUNetTrainerXDimEfficientNetLite0_Scratch)  # `scratch`
-nnUNetTrainerXDimLite1R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite1)
-nnUNetTrainerXDimLite1R_SGD_Scratch = _sgd_arm(nnUNetTrainerXDimEfficientNetLite1_Scratch)
-nnUNetTrainerXDimLite2R_SGD = _sgd_arm(nnUNetTrainerXDimEfficientNetLite2)
-nnUNetTrainerXDimLite2R_SGD_Scratch = _sgd_arm(nnUNetTrainerXDimEfficientNetLite2_Scratch)
+class PinnedAdamW:
+    """Mixin: AdamW (lr 1e-3, weight decay 1e-2), full-resolution stage from random weights."""
+    optimizer_name = "adamw"
+    full_res_from_stem = False
+
+
+class nnUNetTrainerXDimLite0R_SGD(PinnedSGD, nnUNetTrainerXDimEfficientNetLite0):
+    """the `pretrained` arm: Lite0, SGD"""
+
+
+class nnUNetTrainerXDimLite0R_SGD_Scratch(PinnedSGD, nnUNetTrainerXDimEfficientNetLite0_Scratch):
+    """the `scratch` arm: its twin"""
+
+
+class nnUNetTrainerXDimLite1R_SGD(PinnedSGD, nnUNetTrainerXDimEfficientNetLite1):
+    """Lite1, SGD"""
+
+
+class nnUNetTrainerXDimLite1R_SGD_Scratch(PinnedSGD, nnUNetTrainerXDimEfficientNetLite1_Scratch):
+    """Lite1's scratch twin, SGD"""
+
+
+class nnUNetTrainerXDimLite2R_SGD(PinnedSGD, nnUNetTrainerXDimEfficientNetLite2):
+    """Lite2, SGD"""
+
+
+class nnUNetTrainerXDimLite2R_SGD_Scratch(PinnedSGD, nnUNetTrainerXDimEfficientNetLite2_Scratch):
+    """Lite2's scratch twin, SGD"""
 
 
 class nnUNetTrainerXDimLite0R_EncLR1(nnUNetTrainerXDimLite0R_SGD):
@@ -60,12 +78,12 @@ class nnUNetTrainerXDimLite0R_NoWarmup(nnUNetTrainerXDimLite0R_SGD):
     warmup_fraction = 0.0
 
 
-class nnUNetTrainerXDimLite0R_Freeze10(nnUNetTrainerXDimLite0R_SGD):
+class nnUNetTrainerXDimLite0R_Freeze10(FrozenEncoderStart, nnUNetTrainerXDimLite0R_SGD):
     """encoder frozen for the first 10 % of epochs"""
     freeze_encoder_fraction = 0.1
 
 
-class nnUNetTrainerXDimLite0R_FrozenEncoder(nnUNetTrainerXDimLite0R_SGD):
+class nnUNetTrainerXDimLite0R_FrozenEncoder(FrozenEncoderStart, nnUNetTrainerXDimLite0R_SGD):
     """ImageNet encoder frozen for the whole run (a probe: can the fixed features segment at all?)"""
     freeze_encoder_fraction = 1.0
 
@@ -74,21 +92,18 @@ class nnUNetTrainerXDimLite0R_FrozenRandomEncoder(nnUNetTrainerXDimLite0R_Frozen
     """control of the frozen probe: the same frozen encoder left at its random initialisation. If ImageNet's fixed
     features segment no better than random fixed ones, they carry nothing this task can use at this budget"""
 
-    def maybe_load_imagenet_weights(self) -> None:
+    def maybe_load_imagenet_weights(self) -> bool:
         self.print_to_log_file(f"Encoder: random initialisation kept, frozen ({self.__class__.__name__} is the "
                                "random control of the frozen-encoder probe; ImageNet weights not loaded)")
+        return False
 
 
-class nnUNetTrainerXDimLite0R_AdamW(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_AdamW(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite0):
     """AdamW, lr 1e-3, weight decay 1e-2 (instead of SGD momentum 0.99, lr 1e-2)"""
-    optimizer_name = "adamw"
-    l2sp_strength = 0.0
-    full_res_from_stem = False
 
 
-class nnUNetTrainerXDimLite0R_AdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_Scratch):
+class nnUNetTrainerXDimLite0R_AdamW_Scratch(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite0_Scratch):
     """scratch twin of the AdamW arm"""
-    optimizer_name = "adamw"
 
 
 class nnUNetTrainerXDimLite0R_NormFrozen(nnUNetTrainerXDimLite0R_SGD):
@@ -127,12 +142,12 @@ def grey_stem_backbone(encoder, **timm_kwargs):
 class nnUNetTrainerXDimLite0R_GreyStem(nnUNetTrainerXDimLite0R_SGD):
     """first convolution: every modality read as a grey image (see grey_stem_backbone)"""
 
-    def maybe_load_imagenet_weights(self) -> None:
+    def maybe_load_imagenet_weights(self) -> bool:
         net = unwrap(self.network)
         # the base trainer builds the ImageNet source through net.build_2d_backbone: route it through ours
         net.build_2d_backbone = lambda **kw: grey_stem_backbone(net.encoder, **kw)
         try:
-            super().maybe_load_imagenet_weights()
+            return super().maybe_load_imagenet_weights()
         finally:
             del net.build_2d_backbone
 
@@ -172,18 +187,14 @@ class nnUNetTrainerXDimLite0R_ImageNetRange(AdaptsBuiltNetwork, nnUNetTrainerXDi
         net.encoder.register_forward_pre_hook(lambda module, inputs: (imagenet_window(inputs[0]),) + inputs[1:])
 
 
-class nnUNetTrainerXDimLite0R_AdamWInstance(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_AdamWInstance(nnUNetTrainerXDimLite0R_AdamW):
     """the two best pretrained arms on their own axes combined: AdamW and BatchNorm converted to InstanceNorm"""
-    optimizer_name = "adamw"
-    l2sp_strength = 0.0
-    full_res_from_stem = False
     encoder_norm = "instance"
     encoder_norm_3d = "instance"
 
 
-class nnUNetTrainerXDimLite0R_AdamWInstance_Scratch(nnUNetTrainerXDimEfficientNetLite0_Scratch):
+class nnUNetTrainerXDimLite0R_AdamWInstance_Scratch(nnUNetTrainerXDimLite0R_AdamW_Scratch):
     """scratch twin of the AdamW + InstanceNorm arm"""
-    optimizer_name = "adamw"
     encoder_norm = "instance"
     encoder_norm_3d = "instance"
 
@@ -228,20 +239,18 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimLite0R_SGD):
         finally:
             del net.pretrained_parameters
 
-    def maybe_load_imagenet_weights(self) -> None:
-        net = unwrap(self.network)
-        backbone, before = net.encoder.backbone, weights_fingerprint(net)
+    def maybe_load_imagenet_weights(self) -> bool:
+        backbone = unwrap(self.network).encoder.backbone
         random_state = {k: v.clone() for k, v in backbone.state_dict().items()}
-        super().maybe_load_imagenet_weights()
-        if not self.pretrained or weights_fingerprint(net) == before:
-            return  # nothing loaded (checkpoint, or scratch)
+        if not super().maybe_load_imagenet_weights():
+            return False  # nothing loaded (checkpoint, or scratch)
         state = backbone.state_dict()
         reset = [k for k in state if backbone_level_of(backbone, k) >= self.pretrained_levels]
         state.update({k: random_state[k] for k in reset})
         backbone.load_state_dict(state, strict=True)
-        self._initial_fingerprint = weights_fingerprint(net)
         self.print_to_log_file(f"Transfusion: {len(reset)} tensors of levels >= {self.pretrained_levels} "
                                f"reset to their random initialisation")
+        return True
 
 
 class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
@@ -249,8 +258,7 @@ class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
     (in_chans-adapted) stem filters at stride 1 (in 3D inflated like the stem, to the stage's depth kernel) and
     its norm the stem BatchNorm's affine parameters. Lite0's stem has 32 filters, as many as nnU-Net plans for
     stage 0 here. The stage stays outside the encoder's parameter group: it learns at the decoder's rate, as it
-    does in every other arm. The package's `full_res_from_stem` (TimmUNetEncoder.full_res_from_stem) since
-    2026-12-06; until then the same copy lived in this class."""
+    does in every other arm. The package's `full_res_from_stem` (TimmUNetEncoder.full_res_from_stem)."""
     full_res_from_stem = True
 
 
@@ -264,11 +272,8 @@ class nnUNetTrainerXDimLite0R_Transfuse3(nnUNetTrainerXDimLite0R_Transfuse2):
     pretrained_levels = 3
 
 
-class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimLite0R_AdamW):
     """AdamW with the encoder at the decoder's rate: against adamw_scratch only the initialisation differs"""
-    optimizer_name = "adamw"
-    l2sp_strength = 0.0
-    full_res_from_stem = False
     encoder_lr_factor = 1.0
 
 
@@ -277,12 +282,9 @@ class nnUNetTrainerXDimLite0R_Warmup25(nnUNetTrainerXDimLite0R_SGD):
     warmup_fraction = 0.25
 
 
-class nnUNetTrainerXDimLite0R_AdamWFreeze10(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_AdamWFreeze10(FrozenEncoderStart, nnUNetTrainerXDimLite0R_AdamW):
     """AdamW with the encoder frozen for the first 10 % of epochs (the decoder first learns to read the ImageNet
     features); its twin is adamw_scratch, for which a frozen phase is meaningless"""
-    optimizer_name = "adamw"
-    l2sp_strength = 0.0
-    full_res_from_stem = False
     freeze_encoder_fraction = 0.1
 
 
@@ -305,19 +307,13 @@ class nnUNetTrainerXDimLite0R_AdamWFullResStemImageNetRange(nnUNetTrainerXDimLit
     full_res_from_stem = True
 
 
-class nnUNetTrainerXDimLite0R_AdamWL2SP(nnUNetTrainerXDimEfficientNetLite0):
+class nnUNetTrainerXDimLite0R_AdamWL2SP(L2SP, nnUNetTrainerXDimLite0R_AdamW):
     """AdamW whose encoder weight decay pulls toward the ImageNet weights instead of toward zero: decoupled L2-SP
-    (after Li et al., ICML 2018, "Explicit inductive bias for transfer learning"), the classic regulariser for
-    fine-tuning on few samples. After every step each encoder parameter moves the fraction
-    `l2sp_strength` x (its group's learning rate) of the way back to its ImageNet value (the package's
-    `l2sp_strength`, trainers/base.py; before 2026-12-02 the same update lived in this class).
-
-    With AdamW a step moves a weight by about its learning rate (1e-4 for the encoder), so the pull holds the
-    drift near 1 / l2sp_strength = 0.01 (conv weights are ~0.05-0.1): between the frozen encoder (drift 0) and
+    (the package's study option L2SP, trainers/options.py), the classic regulariser for fine-tuning on few
+    samples. With AdamW a step moves a weight by about its learning rate (1e-4 for the encoder), so the pull holds
+    the drift near 1 / l2sp_strength = 0.01 (conv weights are ~0.05-0.1): between the frozen encoder (drift 0) and
     free fine-tuning. Its twin is adamw_scratch (a pull toward random weights carries no prior)."""
-    optimizer_name = "adamw"
     l2sp_strength = 100.0
-    full_res_from_stem = False
 
 
 class nnUNetTrainerXDimLite0R_AdamWL2SP1000(nnUNetTrainerXDimLite0R_AdamWL2SP):
@@ -335,18 +331,15 @@ class nnUNetTrainerXDimLite0R_AdamWL2SP300(nnUNetTrainerXDimLite0R_AdamWL2SP):
     l2sp_strength = 300.0
 
 
-class nnUNetTrainerXDimLite0R_SliceWiseAdamW(nnUNetTrainerXDimEfficientNetLite0_SliceWise):
+class nnUNetTrainerXDimLite0R_SliceWiseAdamW(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite0_SliceWise):
     """3D by the slice-wise mode instead of inflation: the 2D ImageNet encoder, unchanged, reads every slice
     (no kernel is inflated, so the pretrained features are exactly ImageNet's); AdamW. 3d_fullres only (in 2d
     it is the adamw arm)"""
-    optimizer_name = "adamw"
-    l2sp_strength = 0.0
-    full_res_from_stem = False
 
 
-class nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch):
+class nnUNetTrainerXDimLite0R_SliceWiseAdamW_Scratch(PinnedAdamW,
+                                                     nnUNetTrainerXDimEfficientNetLite0_SliceWise_Scratch):
     """scratch twin of the slice-wise AdamW arm"""
-    optimizer_name = "adamw"
 
 
 class nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1(nnUNetTrainerXDimLite0R_SliceWiseAdamW):
@@ -371,17 +364,13 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem(AdaptsBuiltNetwork, nnUN
         encoder.full_res_from_stem = types.MethodType(TimmUNetEncoder.full_res_from_stem, encoder)
 
 
-class nnUNetTrainerXDimLite0R_StackedAdamW(nnUNetTrainerXDimEfficientNetLite0_Stacked):
+class nnUNetTrainerXDimLite0R_StackedAdamW(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite0_Stacked):
     """3D by the stacked mode instead of inflation: a random 3D stem compresses depth into 3-channel slabs that
     the 2D ImageNet encoder reads unchanged (pseudo-RGB, no kernel inflated); AdamW. 3d_fullres only"""
-    optimizer_name = "adamw"
-    l2sp_strength = 0.0
-    full_res_from_stem = False
 
 
-class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(nnUNetTrainerXDimEfficientNetLite0_Stacked_Scratch):
+class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite0_Stacked_Scratch):
     """scratch twin of the stacked AdamW arm"""
-    optimizer_name = "adamw"
 
 
 class nnUNetTrainerXDimLite0R_StackedAdamWFullResStem(AdaptsBuiltNetwork, nnUNetTrainerXDimLite0R_StackedAdamW):
@@ -396,14 +385,10 @@ class nnUNetTrainerXDimLite0R_StackedAdamWFullResStem(AdaptsBuiltNetwork, nnUNet
         net.encoder.full_res_from_stem = net.encoder.core_encoder.full_res_from_stem
 
 
-class nnUNetTrainerXDimLite2R_AdamW(nnUNetTrainerXDimEfficientNetLite2):
+class nnUNetTrainerXDimLite2R_AdamW(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite2):
     """the adamw arm with EfficientNet-Lite2's ImageNet weights instead of Lite0's (a wider, deeper encoder with
     better ImageNet features: asks whether stronger weights widen the lead in 3D)"""
-    optimizer_name = "adamw"
-    l2sp_strength = 0.0
-    full_res_from_stem = False
 
 
-class nnUNetTrainerXDimLite2R_AdamW_Scratch(nnUNetTrainerXDimEfficientNetLite2_Scratch):
+class nnUNetTrainerXDimLite2R_AdamW_Scratch(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite2_Scratch):
     """scratch twin of the Lite2 AdamW arm"""
-    optimizer_name = "adamw"
