@@ -15,26 +15,17 @@ convolutions) get their own table, and a micro-benchmark says what a depthwise 3
 On CPU the plans are scaled down (see PLANS: `small`); strides, kernels and channel counts are the real plan's.
 The inflation rule does not change shapes or cost, so networks use the default rule and normalisation.
 """
-import argparse
-import json
 import os
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
-from results.common.benchmark import (BASELINE, TABLE_HEAD, machine, measure, method_line,  # noqa: E402
-                                      nnunet_network, plan_managers, run_worker, table_rows, write_report)
+from results.common import benchmark as bench  # noqa: E402
 
-# nnU-Net-like 3d_fullres plans: real patch, CPU patch ("small"), strides, kernels, channels, classes
-PLANS = {
-    "BraTS-like isotropic, 4 channels": dict(
-        patch=[128, 128, 128], small=[64, 64, 64], channels=4, classes=4,
-        strides=[[1, 1, 1]] + [[2, 2, 2]] * 5, kernels=[[3, 3, 3]] * 6),
-    "ACDC-like anisotropic, thin z": dict(
-        patch=[10, 256, 224], small=[10, 128, 96], channels=1, classes=4,
-        strides=[[1, 1, 1]] + [[1, 2, 2]] * 5, kernels=[[1, 3, 3]] * 3 + [[3, 3, 3]] * 3),
-}
+# nnU-Net-like 3d_fullres plans (results/common/benchmark.py)
+PLANS = {"BraTS-like isotropic, 4 channels": bench.BRATS_LIKE_PLAN,
+         "ACDC-like anisotropic, thin z": bench.acdc_like_plan(in_plane_stages=3)}
 RESNETS = ["resnet18", "resnet34", "resnet50"]
 EFFICIENTNETS = ["tf_efficientnet_lite0", "tf_efficientnet_b0"]
 
@@ -47,14 +38,14 @@ def worker(plan_name: str, net_name: str, device: str, full_size: bool, steps: i
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     spec = PLANS[plan_name]
-    pm, cm, patch = plan_managers(spec, full_size)
-    if net_name == BASELINE:
-        net = nnunet_network(cm, spec)
+    pm, cm, patch = bench.plan_managers(spec, full_size)
+    if net_name == bench.BASELINE:
+        net = bench.nnunet_network(cm, spec)
     else:
         net = build_network(XDimArch(backbone=net_name, mode_3d="inflated"), PlanArch.from_configuration(cm),
                             spec["channels"], spec["classes"], True)
     # nnU-Net's sliding window with mirroring over a volume 1.5x the patch along x: 2 tiles x 8 mirrorings
-    return measure(net, spec, pm, cm, patch, device, steps, time.perf_counter, (0, 1, 2),
+    return bench.measure(net, spec, pm, cm, patch, device, steps, time.perf_counter, (0, 1, 2),
                    [*patch[:-1], int(patch[-1] * 1.5)])
 
 
@@ -85,21 +76,12 @@ def depthwise_micro(device: str, threads: int) -> str:
 
 
 def table(res: dict, base: dict) -> list:
-    return TABLE_HEAD + table_rows(res, base, lambda n: n if n == BASELINE else f"inflated {n}")
+    return bench.TABLE_HEAD + bench.table_rows(res, base, lambda n: n if n == bench.BASELINE else f"inflated {n}")
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", nargs=2, metavar=("PLAN", "NETWORK"), help=argparse.SUPPRESS)
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--full-size", action="store_true", help="real patch sizes instead of the scaled-down ones")
-    ap.add_argument("--steps", type=int, default=3, help="timed training steps (median reported)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--plans", nargs="*", default=list(PLANS), help="subset of plan names")
-    ap.add_argument("--out", default=None, help="markdown file to write (default: print)")
-    args = ap.parse_args()
-    if args.worker:
-        print(json.dumps(worker(*args.worker, args.device, args.full_size, args.steps, args.threads)))
+    args = bench.arguments(__doc__, PLANS, steps=3, threads=2).parse_args()
+    if bench.run_as_worker(args, worker):
         return
 
     import torch
@@ -107,28 +89,28 @@ def main():
     started = time.time()
     defaults = XDimArch()
     lines = [f"# Inflated 3D networks vs nnU-Net's PlainConvUNet ({args.device.upper()})", "",
-             f"- machine: {machine(args.device)}; torch {torch.__version__}, {args.threads} threads"
+             f"- machine: {bench.machine(args.device)}; torch {torch.__version__}, {args.threads} threads"
              + ("; the machine was shared with other jobs, so absolute times are noisy, ratios less so (same run)"
                 if args.device == "cpu" else ""),
              f"- inflated networks: rule '{defaults.inflation}', encoder normalisation '{defaults.encoder_norm_3d}' "
              "(the defaults; the rule does not change cost); random weights (speed and memory do not depend on them)",
              f"- patches: {'real plan sizes' if args.full_size else 'scaled down for CPU (strides, kernels, channels of the real plan)'}; batch 2",
-             method_line(args),
+             bench.method_line(args),
              "- predict: nnU-Net's sliding window (step 0.5, Gaussian) with mirroring on all 3 axes, over a volume "
              "1.5x the patch along x (2 tiles x 8 mirrorings)",
              f"- command: `python results/benchmark_inflated/benchmark_inflated.py {' '.join(sys.argv[1:])}`", ""]
     for plan_name in args.plans:
         spec = PLANS[plan_name]
-        res = {n: run_worker(__file__, plan_name, n, args) for n in [BASELINE] + RESNETS + EFFICIENTNETS}
-        base = res[BASELINE]
+        res = {n: bench.run_worker(__file__, plan_name, n, args) for n in [bench.BASELINE] + RESNETS + EFFICIENTNETS}
+        base = res[bench.BASELINE]
         lines += [f"## {plan_name}: patch {'x'.join(map(str, base['patch']))} (real plan "
                   f"{'x'.join(map(str, spec['patch']))}), {len(spec['strides'])} stages", "", "ResNet family:", ""]
-        lines += table({n: res[n] for n in [BASELINE] + RESNETS}, base)
+        lines += table({n: res[n] for n in [bench.BASELINE] + RESNETS}, base)
         lines += ["", "EfficientNet family (depthwise 3D convolutions):", ""]
-        lines += table({n: res[n] for n in [BASELINE] + EFFICIENTNETS}, base) + [""]
+        lines += table({n: res[n] for n in [bench.BASELINE] + EFFICIENTNETS}, base) + [""]
         print("\n".join(lines[-14:]), flush=True)
     lines += [depthwise_micro(args.device, args.threads), ""]
-    write_report(lines, started, args.out)
+    bench.write_report(lines, started, args.out)
 
 
 if __name__ == "__main__":

