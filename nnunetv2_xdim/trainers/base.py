@@ -95,6 +95,7 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     full_res_from_stem: bool = True
 
     def __init_subclass__(cls, **kwargs):
+        """Study options (options.py) must come before the trainer in the bases, or their settings are lost."""
         super().__init_subclass__(**kwargs)
         for option, attribute in STUDY_OPTIONS.items():
             if issubclass(cls, option):
