@@ -8,7 +8,7 @@ no parameter is renamed, so state dicts of the unmodified timm model load as the
 """
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import timm
 import torch
@@ -90,26 +90,36 @@ def _resolve_module_name(model: nn.Module, name: str) -> str:
     raise KeyError(f"feature module {name} not found in {type(model).__name__}")
 
 
+def module_levels(model: nn.Module) -> Dict[str, int]:
+    """The level map of a timm features model: the feature level (0 = the first, highest-resolution one) of each
+    module, by name. A level ends with the last descendant of its feature module (`feature_info.module_name()`;
+    registration order = execution order), so the stem counts to level 0; modules after the last level's end
+    (none in timm's features models) count to the last level."""
+    order = [n for n, _ in model.named_modules()]
+    ends = []
+    for feature in model.feature_info.module_name():
+        feature = _resolve_module_name(model, feature)
+        ends.append(max(i for i, n in enumerate(order) if n == feature or n.startswith(feature + ".")))
+    return {n: next((li for li, e in enumerate(ends) if i <= e), len(ends) - 1) for i, n in enumerate(order)}
+
+
+def tensor_levels(model: nn.Module) -> Dict[str, int]:
+    """The feature level of every state-dict entry (parameter or buffer) of a timm features model, by key."""
+    levels = module_levels(model)
+    return {key: levels[key.rpartition(".")[0]] for key in model.state_dict()}
+
+
 def feature_levels(model: nn.Module) -> List[FeatureLevel]:
     """Split a timm features_only model into its levels and find the modules that downsample each one."""
     info = model.feature_info
     reductions = list(info.reduction())
     channels = list(info.channels())
-    module_names = [_resolve_module_name(model, n) for n in info.module_name()]
-    order = [n for n, _ in model.named_modules()]
-    # a level ends with the last descendant of its feature module (registration order = execution order)
-    ends = []
-    for n in module_names:
-        idx = [i for i, m in enumerate(order) if m == n or m.startswith(n + ".")]
-        ends.append(max(idx))
     levels = [FeatureLevel(i, channels[i], reductions[i] // (reductions[i - 1] if i else 1))
-              for i in range(len(module_names))]
-    for i, (name, module) in enumerate(model.named_modules()):
-        if not isinstance(module, _CONVS + _POOLS) or max(_stride_of(module)) <= 1:
-            continue
-        level = next((li for li, e in enumerate(ends) if i <= e), None)
-        if level is not None:
-            levels[level].downsamplers.append((name, module))
+              for i in range(len(info.module_name()))]
+    level_of = module_levels(model)
+    for name, module in model.named_modules():
+        if isinstance(module, _CONVS + _POOLS) and max(_stride_of(module)) > 1:
+            levels[level_of[name]].downsamplers.append((name, module))
     for lv in levels:
         found = [(n, _stride_of(m)) for n, m in lv.downsamplers]
         if (lv.factor > 1 and not found) or any(set(s) != {lv.factor} for _, s in found):

@@ -4,19 +4,9 @@ from typing import Dict, List, Sequence
 
 from torch import nn
 
-from ..backbones.timm_backbone import _resolve_module_name, feature_levels, set_stride
+from ..backbones.timm_backbone import feature_levels, module_levels, set_stride
 from .convert import convert_module, unsupported
 from .rules import get_rule
-
-
-def module_levels(model: nn.Module) -> Dict[str, int]:
-    """The feature level each module of a timm features model belongs to (registration order = execution order)."""
-    ends = []
-    order = [n for n, _ in model.named_modules()]
-    for feature in model.feature_info.module_name():
-        feature = _resolve_module_name(model, feature)
-        ends.append(max(i for i, n in enumerate(order) if n == feature or n.startswith(feature + ".")))
-    return {n: next((li for li, e in enumerate(ends) if i <= e), len(ends) - 1) for i, n in enumerate(order)}
 
 
 def _convert_tree(module: nn.Module, name: str, levels: Dict[str, int], depth_kernels, rule) -> nn.Module:
