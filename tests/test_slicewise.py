@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nnunetv2_xdim.networks.depth import fold_depth, in_plane_plan, run_chunked, unfold_depth
+from nnunetv2_xdim.networks.build import build_network
 from nnunetv2_xdim.networks.encoder2d import TimmUNetEncoder
 from nnunetv2_xdim.networks.plan import XDimArch
-from nnunetv2_xdim.networks.slicewise import SliceWiseEncoder, build_slicewise_network
+from nnunetv2_xdim.networks.slicewise import SliceWiseEncoder
 from tests.plans_util import plan_arch
 
 # anisotropic: z halved from stage 2, one stage halving y only, z kernels 1 at full resolution
@@ -88,10 +89,10 @@ def test_checkpointing_changes_nothing_but_memory(chunk):
     (the recomputation in backward must not update the running statistics a second time)."""
     p = plan()
     torch.manual_seed(0)
-    plain = build_slicewise_network(XDimArch("tf_efficientnet_lite0", "slicewise",
-                                             extras={"chunk_2d": chunk, "checkpoint_2d": False}), p, 2, 3, True)
-    ckpt = build_slicewise_network(XDimArch("tf_efficientnet_lite0", "slicewise",
-                                            extras={"chunk_2d": chunk, "checkpoint_2d": True}), p, 2, 3, True)
+    plain = build_network(XDimArch("tf_efficientnet_lite0", "slicewise",
+                                   extras={"chunk_2d": chunk, "checkpoint_2d": False}), p, 2, 3, True)
+    ckpt = build_network(XDimArch("tf_efficientnet_lite0", "slicewise",
+                                  extras={"chunk_2d": chunk, "checkpoint_2d": True}), p, 2, 3, True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 2, *PATCH)
     out_plain, out_ckpt = _step(plain.train(), x), _step(ckpt.train(), x)
@@ -124,7 +125,7 @@ def test_memory_options_are_validated():
     p = plan()
     for bad in ({"chunk_2d": -1}, {"chunk_2d": 2.5}, {"checkpoint_2d": "yes"}):
         with pytest.raises(ValueError, match="extras"):
-            build_slicewise_network(XDimArch("resnet18", "slicewise", extras=bad), p, 1, 2, True)
+            build_network(XDimArch("resnet18", "slicewise", extras=bad), p, 1, 2, True)
 
 
 def test_plan_errors_are_clear():

@@ -4,8 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nnunetv2_xdim.networks.build import build_network
 from nnunetv2_xdim.networks.plan import XDimArch
-from nnunetv2_xdim.networks.stacked import StackedEncoder, build_stacked_network, resolve_depth_compression
+from nnunetv2_xdim.networks.stacked import StackedEncoder, resolve_depth_compression
 from tests.plans_util import plan_arch
 
 ISO = [[1, 1, 1]] + [[2, 2, 2]] * 4
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def net(strides, channels=1, classes=2, ds=True, **extras):
     p = plan_arch([16, 32, 32], strides, features=FEATURES)
-    return build_stacked_network(XDimArch("tf_efficientnet_lite0", "stacked", extras=extras), p, channels, classes, ds)
+    return build_network(XDimArch("tf_efficientnet_lite0", "stacked", extras=extras), p, channels, classes, ds)
 
 
 @pytest.mark.parametrize("strides, expected", [(ISO, 4), (CT, 2), (THIN, 1), (ISO[:3], 4), (ISO[:2], 2)])
@@ -43,8 +44,8 @@ def test_any_depth_batch_and_channels(depth_mult, batch, channels, r):
     strides = [[1, 1, 1], [2, 2, 2], [2, 2, 2], [1, 2, 2]]  # depth reduction 4 (8 with the extra z stage)
     strides = strides + [[2, 1, 1]] if r == 8 else strides
     p = plan_arch([16, 32, 32], strides, features=FEATURES[:len(strides)])
-    m = build_stacked_network(XDimArch("tf_efficientnet_lite0", "stacked", extras={"depth_compression": r}),
-                              p, channels, 3, True).eval()
+    m = build_network(XDimArch("tf_efficientnet_lite0", "stacked", extras={"depth_compression": r}),
+                      p, channels, 3, True).eval()
     z_total = 8 if r == 8 else 4
     depth = z_total * depth_mult
     seen = []

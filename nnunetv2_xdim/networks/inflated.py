@@ -13,9 +13,8 @@ from torch import nn
 
 from ..backbones.norms import convert_norms
 from ..transfer import get_rule, inflate_backbone
-from .encoder2d import TimmUNetEncoder, add_plan_stages, plan_levels
-from .plan import PlanArch, XDimArch, check_full_resolution_first_stage, set_decoder_attributes
-from .unet import XDimUNet
+from .encoder2d import TimmUNetEncoder, plan_levels
+from .plan import PlanArch, XDimArch, check_full_resolution_first_stage
 
 
 def level_depth_kernels(plan: PlanArch, n_levels: int, bridge: bool) -> List[int]:
@@ -40,14 +39,14 @@ class InflatedUNetEncoder(TimmUNetEncoder):
             raise ValueError("InflatedUNetEncoder builds 3D encoders; 2D plans use TimmUNetEncoder")
         check_full_resolution_first_stage(plan)
         get_rule(inflation)  # fail at build time, not when the weights arrive
-        level_strides, bridge, first_extra, level_channels = plan_levels(backbone, plan.strides)
-
+        levels = plan_levels(backbone, plan.strides)
         self.inflation = inflation
-        self.depth_kernels = level_depth_kernels(plan, len(level_strides), bridge)
-        self.add_backbone(backbone, input_channels, level_strides, encoder_norm)
+        self.depth_kernels = level_depth_kernels(plan, len(levels.level_strides), levels.bridge)
+        self.lay_out(backbone, input_channels, plan, encoder_norm, levels)
 
-        set_decoder_attributes(self, plan)
-        add_plan_stages(self, plan, input_channels, bridge, first_extra, level_channels)
+    @classmethod
+    def from_arch(cls, arch: XDimArch, plan: PlanArch, num_input_channels: int) -> "InflatedUNetEncoder":
+        return cls(arch.backbone, num_input_channels, plan, arch.encoder_norm_3d, arch.inflation)
 
     def adapt_backbone(self, backbone2d: nn.Module, weights_only: bool = False) -> nn.Module:
         """Inflated by this encoder's rule, depth kernels and strides, for building and for loading weights alike
@@ -60,8 +59,3 @@ class InflatedUNetEncoder(TimmUNetEncoder):
         # full-resolution stage's own depth kernel, which the plan may set differently
         return get_rule(self.inflation)(weight.sum(2), shape[2])
 
-
-def build_inflated_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
-                           deep_supervision: bool) -> nn.Module:
-    encoder = InflatedUNetEncoder(arch.backbone, num_input_channels, plan, arch.encoder_norm_3d, arch.inflation)
-    return XDimUNet(encoder, plan, num_output_channels, deep_supervision)

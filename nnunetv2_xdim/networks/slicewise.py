@@ -12,20 +12,17 @@
 
 Normalisation: the 2D backbone keeps `arch.encoder_norm` (default 'batch': the pretrained BatchNorm, batch
 statistics in training). Folding depth turns a training batch of 2 patches into 2*D images, and the chunks
-below interleave slices over the whole depth of both samples. On real BraTS cases the BatchNorm statistics
-of one 32-slice chunk are 0.085 std away from those of all the data (a random 2D batch of 32 slices: 0.046;
-32 contiguous slices: 0.20; the ImageNet running statistics that 'frozen' would keep: 0.35), so batch
-statistics are usable and closer to the data than ImageNet's. The random 3D parts use the plan's
-normalisation (InstanceNorm), as nnU-Net does.
+below interleave slices over the whole depth of both samples, so the batch statistics are those of many slices
+of every sample, closer to the data's than ImageNet's running statistics (see documentation/modes_3d.md). The
+random 3D parts use the plan's normalisation (InstanceNorm), as nnU-Net does.
 
 Memory (options in `arch.extras`):
 - ``chunk_2d`` (default 32): the backbone sees at most this many slices at once. Chunks interleave the
   slices (every chunk spans the whole depth of every sample), so BatchNorm statistics stay representative.
 - ``checkpoint_2d`` (default True): in training, the backbone's activations are recomputed chunk by chunk
   in backward instead of stored (BatchNorm running statistics are updated once). Folding depth multiplies the
-  backbone's activation memory by D: without this, a training step needs 1.15-1.52x the peak memory of
-  nnU-Net's own 3D network for the same plan; with the defaults 0.80-0.92x, for one more backbone forward
-  per step. Figures: results/benchmark_slicewise_stacked_cpu.md.
+  backbone's activation memory by D; recomputing brings a training step's peak memory to about that of
+  nnU-Net's own 3D network for the same plan, for one more backbone forward per step.
 """
 from typing import List
 
@@ -34,11 +31,10 @@ import torch.nn.functional as F
 from dynamic_network_architectures.building_blocks.simple_conv_blocks import ConvDropoutNormReLU
 from torch import nn
 
-from .depth import (check_3d_plan, depth_factors, fold_depth, memory_options,
-                    run_chunked, unfold_depth)
+from ..transfer.rules import centre
+from .depth import check_3d_plan, depth_factors, fold_depth, memory_options, run_chunked, unfold_depth
 from .encoder2d import BackboneEncoder, plan_levels
-from .plan import PlanArch, XDimArch, plan_stage, set_decoder_attributes
-from .unet import XDimUNet
+from .plan import PlanArch, XDimArch
 
 DEFAULT_CHUNK = 32
 DEFAULT_CHECKPOINT = True
@@ -65,36 +61,42 @@ class SliceFusion(nn.Module):
 
 
 class SliceWiseEncoder(BackboneEncoder):
-    """Returns one 3D skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects."""
+    """Returns one 3D skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects.
+
+    The full-resolution stage stays random by default (`full_res_stem_start`; see documentation/recipe.md);
+    `full_res_from_stem()` is there for a subclass that sets it: the 2D stem in the middle slice of the stage's
+    depth kernel (the centre rule), so the stage starts by applying the stem to every slice, as the backbone
+    reads them.
+    """
+
+    full_res_stem_start = False
 
     def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "batch",
                  chunk_2d: int = DEFAULT_CHUNK, checkpoint_2d: bool = DEFAULT_CHECKPOINT):
         super().__init__()
         check_3d_plan(plan)
-        level_strides, bridge, first_extra, channels = plan_levels(backbone, [s[1:] for s in plan.strides])
-
         self.chunk_2d, self.checkpoint_2d = chunk_2d, checkpoint_2d
-        self.add_backbone(backbone, input_channels, level_strides, encoder_norm)
-        set_decoder_attributes(self, plan)
+        self.lay_out(backbone, input_channels, plan, encoder_norm,
+                     plan_levels(backbone, [s[1:] for s in plan.strides]))
 
-        f = plan.features_per_stage
-        self.full_res = plan_stage(plan, 0, input_channels, f[0])
-        self.bridge = plan_stage(plan, 1, f[0], f[1]) if bridge else None
-        level_stages = range(first_extra - self.n_levels, first_extra)
+    @classmethod
+    def from_arch(cls, arch: XDimArch, plan: PlanArch, num_input_channels: int) -> "SliceWiseEncoder":
+        chunk, use_checkpoint = memory_options(arch.extras, DEFAULT_CHUNK, DEFAULT_CHECKPOINT)
+        return cls(arch.backbone, num_input_channels, plan, arch.encoder_norm, chunk, use_checkpoint)
+
+    def add_level_stages(self, plan: PlanArch, level_stages: range, level_channels: List[int]) -> None:
+        """Per level: the average pooling along z to the plan's depth at that stage, and the slice fusion."""
         z = depth_factors(plan)
         self.z_pool = [z[s] for s in level_stages]
         self.fusion = nn.ModuleList(
             SliceFusion(c, plan.kernel_sizes[s][0], plan) if plan.kernel_sizes[s][0] > 1 else nn.Identity()
-            for c, s in zip(channels, level_stages))
-        out = [f[0]] + ([f[1]] if bridge else []) + channels
-        self.extra = nn.ModuleList()
-        for s in range(first_extra, plan.n_stages):
-            self.extra.append(plan_stage(plan, s, out[-1], f[s]))
-            out.append(f[s])
-        self.output_channels = out
+            for c, s in zip(level_channels, level_stages))
 
     def random_init_modules(self) -> List[nn.Module]:
         return [m for m in (self.full_res, self.bridge, self.fusion, self.extra) if m is not None]
+
+    def stem_kernel_for_full_res(self, weight: torch.Tensor, shape) -> torch.Tensor:
+        return centre(weight, shape[2])
 
     def slice_features(self, x: torch.Tensor) -> List[torch.Tensor]:
         """Per backbone level, the 2D features of every slice stacked along depth: (B, C_l, D, h_l, w_l)."""
@@ -112,10 +114,3 @@ class SliceWiseEncoder(BackboneEncoder):
         for stage in self.extra:
             skips.append(stage(skips[-1]))
         return skips
-
-
-def build_slicewise_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
-                            deep_supervision: bool) -> nn.Module:
-    chunk, use_checkpoint = memory_options(arch.extras, DEFAULT_CHUNK, DEFAULT_CHECKPOINT)
-    encoder = SliceWiseEncoder(arch.backbone, num_input_channels, plan, arch.encoder_norm, chunk, use_checkpoint)
-    return XDimUNet(encoder, plan, num_output_channels, deep_supervision)

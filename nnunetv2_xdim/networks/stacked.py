@@ -26,8 +26,7 @@ interleaved as in the slice-wise mode); random 3D and 2D parts use the plan's no
 
 Memory: ``chunk_2d`` (default 16 slabs: the core holds more per image than a bare backbone, with its
 full-resolution 2D stage and decoder) and ``checkpoint_2d`` (default True) work as in the slice-wise mode,
-over the whole 2D core. Without them a training step needs 1.17-1.61x the peak memory of nnU-Net's own
-network for the same plan; with the defaults 0.87-1.02x (results/benchmark_slicewise_stacked_cpu.md).
+over the whole 2D core.
 """
 from typing import List, Sequence
 
@@ -39,7 +38,6 @@ from .depth import (check_3d_plan, depth_factors, fold_depth, in_plane_plan, mem
                     run_chunked, unfold_depth)
 from .encoder2d import TimmUNetEncoder
 from .plan import PlanArch, XDimArch, plan_stage, set_decoder_attributes
-from .unet import XDimUNet
 
 DEFAULT_STACK_CHANNELS = 3
 DEFAULT_CHUNK = 16  # slabs (see Memory above)
@@ -106,8 +104,14 @@ def depth_align(channels: int, core_factor: int, target_factor: int, conv_bias: 
 class StackedEncoder(nn.Module):
     """Everything before nnU-Net's 3D decoder: stem, depth compression, 2D core, depth alignment.
 
-    Returns one 3D skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects.
+    Returns one 3D skip per plan stage (highest resolution first), as nnU-Net's UNetDecoder expects. The
+    pretrained-weight methods are the 2D core encoder's (`core_encoder`, a TimmUNetEncoder). Its full-resolution
+    stage stays random by default (`full_res_stem_start`; see documentation/recipe.md); `full_res_from_stem()`
+    is there for a subclass that sets it: the core's stage reads the compressed slab, which has the stem's input
+    channels, so the 2D stem fits it as it is. The random 3D stem before the compression stays random.
     """
+
+    full_res_stem_start = False
 
     def __init__(self, backbone: str, input_channels: int, plan: PlanArch, encoder_norm: str = "batch",
                  depth_compression="auto", stack_channels: int = DEFAULT_STACK_CHANNELS,
@@ -132,6 +136,11 @@ class StackedEncoder(nn.Module):
         set_decoder_attributes(self, plan)
         self.output_channels = out
 
+    @classmethod
+    def from_arch(cls, arch: XDimArch, plan: PlanArch, num_input_channels: int) -> "StackedEncoder":
+        r, k, chunk, use_checkpoint = stacked_options(arch)
+        return cls(arch.backbone, num_input_channels, plan, arch.encoder_norm, r, k, chunk, use_checkpoint)
+
     def build_2d_backbone(self, **timm_kwargs) -> nn.Module:
         return self.core_encoder.build_2d_backbone(**timm_kwargs)
 
@@ -140,6 +149,9 @@ class StackedEncoder(nn.Module):
 
     def pretrained_parameters(self):
         return self.core_encoder.pretrained_parameters()
+
+    def full_res_from_stem(self) -> str:
+        return self.core_encoder.full_res_from_stem()
 
     def random_init_modules(self) -> List[nn.Module]:
         return [self.stem, self.compress, self.core_decoder, self.align] + self.core_encoder.random_init_modules()
@@ -159,10 +171,3 @@ class StackedEncoder(nn.Module):
         skips[0] = skips[0] + stem
         return skips
 
-
-def build_stacked_network(arch: XDimArch, plan: PlanArch, num_input_channels: int, num_output_channels: int,
-                          deep_supervision: bool) -> nn.Module:
-    r, k, chunk, use_checkpoint = stacked_options(arch)
-    encoder = StackedEncoder(arch.backbone, num_input_channels, plan, arch.encoder_norm, r, k, chunk,
-                             use_checkpoint)
-    return XDimUNet(encoder, plan, num_output_channels, deep_supervision)
