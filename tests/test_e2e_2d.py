@@ -135,8 +135,9 @@ def test_l2sp_anchors_stay_the_imagenet_start_across_continue(planned, tmp_path)
     folder = tmp_path / "trainers"
     folder.mkdir()
     (folder / "l2sp_probe_trainers.py").write_text(
+        "from nnunetv2_xdim.trainers.options import L2SP\n"
         "from nnunetv2_xdim.trainers.variants import nnUNetTrainerXDimEfficientNetLite0\n\n\n"
-        "class nnUNetTrainerXDimL2SPProbe(nnUNetTrainerXDimEfficientNetLite0):\n"
+        "class nnUNetTrainerXDimL2SPProbe(L2SP, nnUNetTrainerXDimEfficientNetLite0):\n"
         "    l2sp_strength = 100.0\n")
     env = dict(env, nnUNet_extTrainer=env["nnUNet_extTrainer"] + os.pathsep + str(folder))
     trainer = "nnUNetTrainerXDimL2SPProbe"

@@ -201,10 +201,8 @@ def test_study_options_are_mixins_listed_before_the_trainer():
         type("nnUNetTrainerXDimWrongOrder", (nnUNetTrainerXDimEfficientNetLite0, FrozenEncoderStart), {})
 
 
-def test_a_trainer_setting_an_option_attribute_alone_gets_the_option(tmp_path, monkeypatch):
-    """Trainers written when the options were attributes of the base trainer keep training as they did."""
-    trainer = make_trainer(nnUNetTrainerXDimEfficientNetLite0, tmp_path, monkeypatch, l2sp_strength=100.0,
-                           freeze_encoder_fraction=0.25, warmup_fraction=0.0)
-    assert isinstance(trainer, L2SP) and isinstance(trainer, FrozenEncoderStart)
-    optimizer, enc, _ = lr_per_epoch(trainer)
-    assert optimizer.param_groups[0]["l2sp_strength"] == 100.0 and enc[:5] == [0.0] * 5
+def test_a_trainer_setting_an_option_attribute_alone_is_told_to_list_the_option():
+    """An option attribute without its mixin would be ignored: the class is refused, with the fix."""
+    with pytest.raises(TypeError, match=r"sets l2sp_strength, a study option: list its mixin first, e\.g\. "
+                                        r"class nnUNetTrainerXDimAlone\(L2SP, nnUNetTrainerXDimEfficientNetLite0\)"):
+        type("nnUNetTrainerXDimAlone", (nnUNetTrainerXDimEfficientNetLite0,), {"l2sp_strength": 100.0})

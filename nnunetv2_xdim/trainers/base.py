@@ -102,8 +102,9 @@ class nnUNetTrainerXDim(nnUNetTrainer):
                 if cls.__mro__.index(option) > cls.__mro__.index(nnUNetTrainerXDim):
                     raise TypeError(f"{cls.__name__}: list {option.__name__} before the trainer it changes")
             elif attribute in vars(cls):
-                # a trainer that sets the attribute alone (written before the options were mixins) gets its mixin
-                cls.__bases__ = (option,) + cls.__bases__
+                # the attribute alone would be silently ignored: say how to switch the option on
+                raise TypeError(f"{cls.__name__} sets {attribute}, a study option: list its mixin first, e.g. "
+                                f"class {cls.__name__}({option.__name__}, {cls.__bases__[0].__name__})")
 
     @classmethod
     def xdim_arch(cls) -> XDimArch:
