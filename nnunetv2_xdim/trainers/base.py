@@ -8,7 +8,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from ..backbones.weights import load_pretrained_backbone
 from ..networks.plan import XDIM_KEY, PlanArch, XDimArch
-from ..networks.unet import build_network
+from ..networks.build import build_network
 from .budget import apply_budget
 from .ddp import activation_preserving_sync_batchnorm
 from .options import STUDY_OPTIONS, pull_toward_anchors
@@ -93,6 +93,13 @@ class nnUNetTrainerXDim(nnUNetTrainer):
     # the random full-resolution stage starts from the ImageNet stem filters where their shapes fit (2D and
     # inflated 3D; TimmUNetEncoder.full_res_from_stem), instead of from random weights
     full_res_from_stem: bool = True
+    # --- network hooks ---
+    # encoder mixin classes, listed before the mode's encoder class (build_network's `encoder_mixins`; the hooks
+    # are BackboneEncoder's): they may change how the encoder reads its input, how the weights load or what
+    # counts as pretrained, never the state-dict keys. Not in the architecture record: nnU-Net's predictor builds
+    # the network through this class's build_network_architecture, so a model predicts with the mixins of the
+    # trainer it was trained with
+    encoder_mixins: tuple = ()
 
     def __init_subclass__(cls, **kwargs):
         """Study options (options.py) must come before the trainer in the bases, or their settings are lost."""
@@ -130,7 +137,8 @@ class nnUNetTrainerXDim(nnUNetTrainer):
         # fall back to this class's defaults; plans saved with a model always have one
         arch = XDimArch.from_configuration(configuration_manager) or cls.xdim_arch()
         plan = PlanArch.from_configuration(configuration_manager)
-        return build_network(arch, plan, num_input_channels, num_output_channels, enable_deep_supervision)
+        return build_network(arch, plan, num_input_channels, num_output_channels, enable_deep_supervision,
+                             encoder_mixins=cls.encoder_mixins)
 
     # --- optimisation ---
     def encoder_group_options(self) -> dict:

@@ -3,12 +3,15 @@ factor of the arm it subclasses. The study's `pretrained` arm is nnUNetTrainerXD
 whose ImageNet weights install offline) with nnU-Net's SGD; the `adamw` arm the same with AdamW.
 
 The study adds this folder to nnUNet_extTrainer next to the package's own folder. Every class keeps the
-architecture record of its parent, so its models predict with nnU-Net's commands like any XDim model.
+architecture record of its parent, so its models predict with nnU-Net's commands like any XDim model. Arms that
+change the network do so through encoder mixins (the trainer attribute `encoder_mixins`, the encoders' public
+hooks), which keep the state dict of the parent's network; nnU-Net's predictor builds the network through the
+trainer class, so predictions get the same mixins.
 """
 
-import types
+from functools import lru_cache
 
-from nnunetv2_xdim.networks.encoder2d import TimmUNetEncoder
+from nnunetv2_xdim.backbones.timm_backbone import create_features_model, tensor_levels
 from nnunetv2_xdim.trainers.base import unwrap
 from nnunetv2_xdim.trainers.options import L2SP, FrozenEncoderStart
 from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
@@ -21,7 +24,6 @@ from nnunetv2_xdim.trainers.variants import (nnUNetTrainerXDimEfficientNetLite0,
                                              nnUNetTrainerXDimEfficientNetLite1_Scratch,
                                              nnUNetTrainerXDimEfficientNetLite2,
                                              nnUNetTrainerXDimEfficientNetLite2_Scratch)
-from nnunetv2_xdim.transfer.rules import centre
 
 
 # An arm pins the optimiser and the full-resolution stage's start it was measured with, so that it stays the same
@@ -123,33 +125,26 @@ class nnUNetTrainerXDimLite0R_NormBatch3D(nnUNetTrainerXDimLite0R_SGD):
     encoder_norm_3d = "batch"
 
 
-def grey_stem_backbone(encoder, **timm_kwargs):
-    """The encoder's 2D backbone with its first convolution set the 'grey' way: every input channel gets the
-    RGB-summed ImageNet filter / in_chans, so a stack of identical grey modalities gives the pretrained
-    response to a grey image. timm's own adaptation (in_chans=2) gives channel c the filter of colour c mod 3
-    times 3 / in_chans: FLAIR sees the red filter, T1 the green one."""
-    from nnunetv2_xdim.backbones.timm_backbone import create_features_model
-    rgb = create_features_model(encoder.backbone_name, 3, encoder.n_levels, **timm_kwargs).state_dict()
-    model = encoder.build_2d_backbone()  # random weights, the encoder's input channels
-    state = model.state_dict()
-    stem = next(k for k, v in rgb.items() if v.ndim == 4 and v.shape[1] == 3)
-    state.update({k: v for k, v in rgb.items() if k != stem})
-    state[stem] = rgb[stem].sum(1, keepdim=True).repeat(1, encoder.in_chans, 1, 1) / encoder.in_chans
-    model.load_state_dict(state, strict=True)
-    return model
+class GreyStem:
+    """Encoder mixin: the 2D source of the weights has its first convolution set the 'grey' way: every input
+    channel gets the RGB-summed ImageNet filter / in_chans, so a stack of identical grey modalities gives the
+    pretrained response to a grey image. timm's own adaptation (in_chans=2) gives channel c the filter of colour
+    c mod 3 times 3 / in_chans: FLAIR sees the red filter, T1 the green one."""
+
+    def build_2d_backbone(self, **timm_kwargs):
+        rgb = create_features_model(self.backbone_name, 3, self.n_levels, **timm_kwargs).state_dict()
+        model = super().build_2d_backbone()  # random weights, the encoder's input channels
+        state = model.state_dict()
+        stem = next(k for k, v in rgb.items() if v.ndim == 4 and v.shape[1] == 3)
+        state.update({k: v for k, v in rgb.items() if k != stem})
+        state[stem] = rgb[stem].sum(1, keepdim=True).repeat(1, self.in_chans, 1, 1) / self.in_chans
+        model.load_state_dict(state, strict=True)
+        return model
 
 
 class nnUNetTrainerXDimLite0R_GreyStem(nnUNetTrainerXDimLite0R_SGD):
-    """first convolution: every modality read as a grey image (see grey_stem_backbone)"""
-
-    def maybe_load_imagenet_weights(self) -> bool:
-        net = unwrap(self.network)
-        # the base trainer builds the ImageNet source through net.build_2d_backbone: route it through ours
-        net.build_2d_backbone = lambda **kw: grey_stem_backbone(net.encoder, **kw)
-        try:
-            return super().maybe_load_imagenet_weights()
-        finally:
-            del net.build_2d_backbone
+    """first convolution: every modality read as a grey image (GreyStem)"""
+    encoder_mixins = (GreyStem,)
 
 
 def imagenet_window(x):
@@ -158,33 +153,19 @@ def imagenet_window(x):
     return ((x + 2.0) / 5.0).clamp(0.0, 1.0) * 2.0 - 1.0
 
 
-class AdaptsBuiltNetwork:
-    """Mixin (list it first) for arms that change the network nnU-Net builds, in place: `adapt_network(net)` adds
-    hooks or instance attributes only, so the architecture record and the state dict stay the parent's."""
+class ImageNetWindow:
+    """Encoder mixin: the encoder reads imagenet_window(x)."""
 
-    @classmethod
-    def build_network_architecture(cls, plans_manager, configuration_manager, num_input_channels,
-                                   num_output_channels, enable_deep_supervision=True):
-        # the explicit signature: nnU-Net inspects it and calls *args overrides the old (pre-2.6) way
-        net = super().build_network_architecture(plans_manager, configuration_manager, num_input_channels,
-                                                 num_output_channels, enable_deep_supervision)
-        cls.adapt_network(net)
-        return net
-
-    @staticmethod
-    def adapt_network(net) -> None:
-        raise NotImplementedError
+    def forward(self, x):
+        return super().forward(imagenet_window(x))
 
 
-class nnUNetTrainerXDimLite0R_ImageNetRange(AdaptsBuiltNetwork, nnUNetTrainerXDimLite0R_SGD):
+class nnUNetTrainerXDimLite0R_ImageNetRange(nnUNetTrainerXDimLite0R_SGD):
     """the encoder sees imagenet_window(x) instead of nnU-Net's z-scores (results/intensity_scale_check.md: a
-    scale alone is invisible to BatchNorm, a shift is not). The window is a forward pre-hook, not part of the
-    architecture record: the study's numbers come from nnU-Net's validation inside nnUNetv2_train, which runs
-    this trainer's network; nnUNetv2_predict of such a model would not apply it."""
-
-    @staticmethod
-    def adapt_network(net) -> None:
-        net.encoder.register_forward_pre_hook(lambda module, inputs: (imagenet_window(inputs[0]),) + inputs[1:])
+    scale alone is invisible to BatchNorm, a shift is not). The window is an encoder mixin (ImageNetWindow), not
+    part of the architecture record: nnU-Net's validation and predictor build this trainer's network, with the
+    window, as long as the study's trainer folder is on nnUNet_extTrainer."""
+    encoder_mixins = (ImageNetWindow,)
 
 
 class nnUNetTrainerXDimLite0R_AdamWInstance(nnUNetTrainerXDimLite0R_AdamW):
@@ -212,14 +193,34 @@ class nnUNetTrainerXDimLite0R_AdamWBatch3D_Scratch(nnUNetTrainerXDimLite0R_AdamW
     encoder_norm_3d = "batch"
 
 
-def backbone_level_of(model, name: str) -> int:
-    """The feature level (0 = stride 2) a parameter or buffer of a timm features_only backbone belongs to;
-    -1 for the stem. Levels end with their feature module (timm's feature_info.module_name())."""
-    ends = model.feature_info.module_name()
-    if not name.startswith("blocks."):
-        return -1
-    block = int(name.split(".")[1])
-    return next(i for i, end in enumerate(ends) if block <= int(end.split(".")[1]))
+class Transfusion:
+    """Encoder mixin (Raghu et al. 2019, 'Transfusion'): only the backbone's first `pretrained_levels` levels
+    (tensor_levels; the stem counts to level 0) get the ImageNet weights and count as pretrained; the deeper
+    levels keep their random initialisation (buffers included) and are left out of `pretrained_parameters`."""
+    pretrained_levels: int
+
+    def random_level_keys(self):
+        """The backbone's state-dict keys that keep their random initialisation."""
+        return [k for k, level in tensor_levels(self.backbone).items() if level >= self.pretrained_levels]
+
+    def pretrained_parameters(self):
+        random = set(self.random_level_keys())
+        return (p for name, p in self.backbone.named_parameters() if name not in random)
+
+    def load_pretrained(self, backbone2d) -> None:
+        state = self.backbone.state_dict()
+        random = {k: state[k].clone() for k in self.random_level_keys()}
+        super().load_pretrained(backbone2d)
+        state = self.backbone.state_dict()
+        state.update(random)
+        self.backbone.load_state_dict(state, strict=True)
+
+
+@lru_cache(maxsize=None)
+def transfusion(pretrained_levels: int) -> type:
+    """The Transfusion mixin with the stem and levels 0 .. pretrained_levels - 1 pretrained (one class each)."""
+    return type(f"Transfusion{pretrained_levels}", (Transfusion,),
+                {"pretrained_levels": pretrained_levels, "__module__": __name__})
 
 
 class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimLite0R_SGD):
@@ -227,29 +228,14 @@ class nnUNetTrainerXDimLite0R_Transfuse2(nnUNetTrainerXDimLite0R_SGD):
     levels 0-1 (stride 2 and 4) pretrained, the deeper levels keep the scratch twin's random initialisation
     and, like the twin's, learn at the full rate (only the pretrained levels get encoder_lr_factor).
     Tests whether the high-level ImageNet features are what generalises worse from few cases."""
-    pretrained_levels = 2
-
-    def configure_optimizers(self):
-        net = unwrap(self.network)
-        backbone = net.encoder.backbone
-        kept = [p for n, p in backbone.named_parameters() if backbone_level_of(backbone, n) < self.pretrained_levels]
-        net.pretrained_parameters = lambda: iter(kept)  # the base trainer's encoder group: pretrained levels only
-        try:
-            return super().configure_optimizers()
-        finally:
-            del net.pretrained_parameters
+    encoder_mixins = (transfusion(2),)
 
     def maybe_load_imagenet_weights(self) -> bool:
-        backbone = unwrap(self.network).encoder.backbone
-        random_state = {k: v.clone() for k, v in backbone.state_dict().items()}
         if not super().maybe_load_imagenet_weights():
             return False  # nothing loaded (checkpoint, or scratch)
-        state = backbone.state_dict()
-        reset = [k for k in state if backbone_level_of(backbone, k) >= self.pretrained_levels]
-        state.update({k: random_state[k] for k in reset})
-        backbone.load_state_dict(state, strict=True)
-        self.print_to_log_file(f"Transfusion: {len(reset)} tensors of levels >= {self.pretrained_levels} "
-                               f"reset to their random initialisation")
+        encoder = unwrap(self.network).encoder
+        self.print_to_log_file(f"Transfusion: {len(encoder.random_level_keys())} tensors of levels >= "
+                               f"{encoder.pretrained_levels} kept at their random initialisation")
         return True
 
 
@@ -264,12 +250,12 @@ class nnUNetTrainerXDimLite0R_FullResStem(nnUNetTrainerXDimLite0R_SGD):
 
 class nnUNetTrainerXDimLite0R_Transfuse1(nnUNetTrainerXDimLite0R_Transfuse2):
     """Transfusion with stem and level 0 (stride 2) pretrained only"""
-    pretrained_levels = 1
+    encoder_mixins = (transfusion(1),)
 
 
 class nnUNetTrainerXDimLite0R_Transfuse3(nnUNetTrainerXDimLite0R_Transfuse2):
     """Transfusion with stem and levels 0-2 (stride 2-8) pretrained; only the deepest used level is random"""
-    pretrained_levels = 3
+    encoder_mixins = (transfusion(3),)
 
 
 class nnUNetTrainerXDimLite0R_AdamWEncLR1(nnUNetTrainerXDimLite0R_AdamW):
@@ -348,20 +334,20 @@ class nnUNetTrainerXDimLite0R_SliceWiseAdamWEncLR1(nnUNetTrainerXDimLite0R_Slice
     encoder_lr_factor = 1.0
 
 
-class nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem(AdaptsBuiltNetwork, nnUNetTrainerXDimLite0R_SliceWiseAdamW):
+class StemStartsFullRes:
+    """Encoder mixin: the full-resolution stage starts from the ImageNet stem (XDimUNet.full_res_from_stem) in
+    the slice-wise and stacked modes too, which keep it random by default."""
+    full_res_stem_start = True
+
+
+class nnUNetTrainerXDimLite0R_SliceWiseAdamWFullResStem(nnUNetTrainerXDimLite0R_SliceWiseAdamW):
     """the slice-wise AdamW arm with its full-resolution stage started from the ImageNet stem, as the package starts
     it in 2D and inflated 3D (TimmUNetEncoder.full_res_from_stem): the 2D stem in the middle slice of the stage's
     depth kernel (the centre rule), so the stage starts by applying the stem to every slice, as the backbone reads
     them. The package keeps the slice-wise stage random (this arm did not win); its twin is
     slicewise_adamw_scratch"""
     full_res_from_stem = True
-
-    @staticmethod
-    def adapt_network(net) -> None:
-        # the slice-wise encoder gets the package's stem copy with a centre-inflated kernel
-        encoder = net.encoder
-        encoder.stem_kernel_for_full_res = lambda weight, shape: centre(weight, shape[2])
-        encoder.full_res_from_stem = types.MethodType(TimmUNetEncoder.full_res_from_stem, encoder)
+    encoder_mixins = (StemStartsFullRes,)
 
 
 class nnUNetTrainerXDimLite0R_StackedAdamW(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite0_Stacked):
@@ -373,16 +359,13 @@ class nnUNetTrainerXDimLite0R_StackedAdamW_Scratch(PinnedAdamW, nnUNetTrainerXDi
     """scratch twin of the stacked AdamW arm"""
 
 
-class nnUNetTrainerXDimLite0R_StackedAdamWFullResStem(AdaptsBuiltNetwork, nnUNetTrainerXDimLite0R_StackedAdamW):
+class nnUNetTrainerXDimLite0R_StackedAdamWFullResStem(nnUNetTrainerXDimLite0R_StackedAdamW):
     """the stacked AdamW arm with its 2D core's full-resolution stage started from the ImageNet stem, as the package
     starts it in 2D and inflated 3D: that stage reads the 3-channel compressed slab, so the 2D stem (32x3x3x3 for
     Lite0) fits it as it is, at stride 1. The random 3D stem before the compression stays random. The package
     keeps the stacked mode's stage random; its twin is stacked_adamw_scratch"""
     full_res_from_stem = True
-
-    @staticmethod
-    def adapt_network(net) -> None:
-        net.encoder.full_res_from_stem = net.encoder.core_encoder.full_res_from_stem
+    encoder_mixins = (StemStartsFullRes,)
 
 
 class nnUNetTrainerXDimLite2R_AdamW(PinnedAdamW, nnUNetTrainerXDimEfficientNetLite2):
