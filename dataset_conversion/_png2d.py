@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from ._common import ConversionError, patient_folds, warn
+from ._common import ConversionError, files_with_suffix, patient_folds, require_dir, warn
 
 FILE_ENDING = ".png"
 CASE_INFO = "case_info.json"
@@ -202,3 +202,31 @@ def warn_empty_masks(results: list[dict], expected_empty=lambda case: False) -> 
     empty = [r["case"] for r in results if r["lesion_pixels"] == 0 and not expected_empty(r["case"])]
     if empty:
         warn(f"{len(empty)} image(s) have an empty lesion mask, e.g. {empty[:3]}")
+
+
+def images_masks_cases(root: str, dataset: str, case_of, expected: str) -> dict[str, dict]:
+    """The images/ + masks/ layout: every images/<name>.png with masks/<name>.png of the same name.
+
+    `case_of(name)` (name without .png) gives (case id, extra fields) or None for a name that does not belong;
+    `expected` says in error messages what the names should look like."""
+    images, masks = os.path.join(root, "images"), os.path.join(root, "masks")
+    require_dir(masks, "mask folder (next to images/)")
+    names = files_with_suffix(images, ".png")
+    if not names:
+        raise ConversionError(f"no .png images in {images} (expected {expected})")
+    cases = {}
+    for name in names:
+        parsed = case_of(name[:-4])
+        if parsed is None:
+            raise ConversionError(f"{os.path.join(images, name)}: not a {dataset} image name (expected {expected})")
+        case, extra = parsed
+        if case in cases:
+            raise ConversionError(f"duplicate case id {case}: {cases[case]['image']} and {os.path.join(images, name)}")
+        mask = os.path.join(masks, name)
+        if not os.path.isfile(mask):
+            raise ConversionError(f"missing mask {mask} for image {os.path.join(images, name)}")
+        cases[case] = {"image": os.path.join(images, name), "masks": [mask], **extra}
+    orphans = sorted(set(files_with_suffix(masks, ".png")) - set(names))
+    if orphans:
+        raise ConversionError(f"{len(orphans)} mask(s) in {masks} have no image in {images}, e.g. {orphans[0]}")
+    return cases

@@ -29,7 +29,7 @@ import re
 from ._common import (ConversionError, DatasetOptions, add_dataset_arguments, build_dataset, cli, dataset_options,
                       files_with_suffix, require_dir, visible_entries, warn)
 from ._png2d import (CASE_INFO, FILE_ENDING, LABELS, case_info, case_result, grouped_splits, groups_for_cases,
-                     read_gray, read_masks, report_conversions, warn_empty_masks, write_case)
+                     images_masks_cases, read_gray, read_masks, report_conversions, warn_empty_masks, write_case)
 from .dataset_ids import BUSI
 
 DEFAULT_ID, DEFAULT_NAME = BUSI
@@ -99,29 +99,13 @@ def _release_cases(base: str) -> dict[str, dict]:
     return cases
 
 
+def _dev_case(name: str):
+    m = DEV_RE.fullmatch(name)
+    return None if m is None else (case_id(m["cls"], int(m["n"])), {"class": m["cls"]})
+
+
 def _images_masks_cases(root: str) -> dict[str, dict]:
-    images, masks = os.path.join(root, "images"), os.path.join(root, "masks")
-    require_dir(masks, "mask folder (next to images/)")
-    names = files_with_suffix(images, ".png")
-    if not names:
-        raise ConversionError(f"no .png images in {images} (expected images/busi_<class>_<nnn>.png)")
-    cases = {}
-    for name in names:
-        m = DEV_RE.fullmatch(name[:-4])
-        if m is None:
-            raise ConversionError(f"{os.path.join(images, name)}: not a BUSI image name (expected "
-                                  f"busi_<class>_<nnn>.png with class {', '.join(CLASSES)})")
-        case = case_id(m["cls"], int(m["n"]))
-        if case in cases:
-            raise ConversionError(f"duplicate case id {case}: {cases[case]['image']} and {os.path.join(images, name)}")
-        mask = os.path.join(masks, name)
-        if not os.path.isfile(mask):
-            raise ConversionError(f"missing mask {mask} for image {os.path.join(images, name)}")
-        cases[case] = {"image": os.path.join(images, name), "masks": [mask], "class": m["cls"]}
-    orphans = sorted(set(files_with_suffix(masks, ".png")) - set(names))
-    if orphans:
-        raise ConversionError(f"{len(orphans)} mask(s) in {masks} have no image in {images}, e.g. {orphans[0]}")
-    return cases
+    return images_masks_cases(root, "BUSI", _dev_case, f"images/busi_<class>_<nnn>.png with class {', '.join(CLASSES)}")
 
 
 def find_input(root: str) -> tuple[str, str, dict[str, dict]]:

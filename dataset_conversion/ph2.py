@@ -20,9 +20,9 @@ import os
 import re
 
 from ._common import (ConversionError, DatasetOptions, add_dataset_arguments, build_dataset, cli, dataset_options,
-                      files_with_suffix, require_dir, visible_entries)
-from ._png2d import (CASE_INFO, FILE_ENDING, LABELS, case_info, case_result, grouped_splits, read_masks, read_rgb,
-                     report_conversions, warn_empty_masks, write_case)
+                      require_dir, visible_entries)
+from ._png2d import (CASE_INFO, FILE_ENDING, LABELS, case_info, case_result, grouped_splits, images_masks_cases,
+                     read_masks, read_rgb, report_conversions, warn_empty_masks, write_case)
 from .dataset_ids import PH2
 
 DEFAULT_ID, DEFAULT_NAME = PH2
@@ -57,24 +57,8 @@ def _release_cases(base: str) -> dict[str, dict]:
 
 
 def _images_masks_cases(root: str) -> dict[str, dict]:
-    images, masks = os.path.join(root, "images"), os.path.join(root, "masks")
-    require_dir(masks, "mask folder (next to images/)")
-    names = files_with_suffix(images, ".png")
-    if not names:
-        raise ConversionError(f"no .png images in {images} (expected images/IMDxxx.png + masks/IMDxxx.png)")
-    cases = {}
-    for name in names:
-        case = name[:-4]
-        if not CASE_RE.fullmatch(case):
-            raise ConversionError(f"{os.path.join(images, name)}: not a PH2 image name (expected IMDxxx.png)")
-        mask = os.path.join(masks, name)
-        if not os.path.isfile(mask):
-            raise ConversionError(f"missing mask {mask} for image {os.path.join(images, name)}")
-        cases[case] = {"image": os.path.join(images, name), "masks": [mask]}
-    orphans = sorted(set(files_with_suffix(masks, ".png")) - set(names))
-    if orphans:
-        raise ConversionError(f"{len(orphans)} mask(s) in {masks} have no image in {images}, e.g. {orphans[0]}")
-    return cases
+    return images_masks_cases(root, "PH2", lambda name: (name, {}) if CASE_RE.fullmatch(name) else None,
+                              "images/IMDxxx.png + masks/IMDxxx.png")
 
 
 def find_input(root: str) -> tuple[str, str, dict[str, dict]]:
