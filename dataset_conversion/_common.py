@@ -231,6 +231,22 @@ class DatasetOptions:
         return os.path.join(self.preprocessed_root, self.folder_name, SPLITS_FILE)
 
 
+def converter_parser(prog: str, doc: str, input_help: str, multiple_inputs: bool = False) -> argparse.ArgumentParser:
+    """A converter's parser with its -i option (the dataset options are added last, by add_dataset_arguments)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-i", "--input", required=True, help=input_help, **({"nargs": "+"} if multiple_inputs else {}))
+    return p
+
+
+def exporter_parser(prog: str, description: str, output_help: str = "submission folder to write"
+                    ) -> argparse.ArgumentParser:
+    """An exporter's parser: -i nnUNetv2_predict's output, -o the submission folder."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("-i", "--input", required=True, help="folder with nnU-Net's .nii.gz predictions")
+    p.add_argument("-o", "--output", required=True, help=output_help)
+    return p
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser, default_id: int | None, default_name: str | None,
                           defaults: str | None = None, folds: int | None = 5) -> None:
     defaults = defaults or f"{default_id} {default_name}"

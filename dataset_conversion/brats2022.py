@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from ._common import converter_parser, exporter_parser
 from ._common import (ConversionError, DatasetOptions, add_common_arguments, add_dataset_arguments, build_dataset,
                       check_labels, cli, dataset_options, patient_folds, prediction_files, require_dir, run_parallel,
                       staged_files, visible_entries)
@@ -188,10 +189,9 @@ def export(pred_dir: str, out_dir: str, convention: str = "auto", raw: list[str]
 
 
 def _converter_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_convert_brats2022", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--input", required=True, nargs="+",
-                   help="folder(s) holding BraTS case folders, e.g. the training and the validation download")
+    p = converter_parser("nnunetv2_xdim_convert_brats2022", __doc__,
+                         "folder(s) holding BraTS case folders, e.g. the training and the validation download",
+                         multiple_inputs=True)
     add_dataset_arguments(p, DEFAULT_ID, DEFAULT_NAME)
     return p
 
@@ -201,11 +201,9 @@ def main(argv=None) -> None:
 
 
 def _exporter_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_export_brats2022",
-                                description="Turn nnUNetv2_predict output on a BraTS dataset into BraTS submission "
+    p = exporter_parser("nnunetv2_xdim_export_brats2022",
+                        "Turn nnUNetv2_predict output on a BraTS dataset into BraTS submission "
                                             "files <case>.nii.gz with the BraTS labels.")
-    p.add_argument("-i", "--input", required=True, help="folder with nnU-Net's .nii.gz predictions")
-    p.add_argument("-o", "--output", required=True, help="submission folder to write")
     p.add_argument("--convention", choices=("auto", "2021", "2023"), default="auto",
                    help="label convention: 2021 gives 0/1/2/4, 2023 gives 0/1/2/3 (default: from each case's "
                         "naming)")

@@ -26,6 +26,7 @@ import argparse
 import os
 import re
 
+from ._common import converter_parser
 from ._common import (ConversionError, DatasetOptions, add_dataset_arguments, build_dataset, cli, dataset_options,
                       files_with_suffix, require_dir, visible_entries, warn)
 from ._png2d import (CASE_INFO, FILE_ENDING, LABELS, case_info, case_result, grouped_splits, groups_for_cases,
@@ -166,10 +167,8 @@ def convert(input_dir: str, opts: DatasetOptions, n_folds: int = 5, groups_file:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_convert_busi", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--input", required=True,
-                   help=f"BUSI folder: the one holding {RELEASE_FOLDER}, {RELEASE_FOLDER} itself, or a folder with "
+    p = converter_parser("nnunetv2_xdim_convert_busi", __doc__,
+                         f"BUSI folder: the one holding {RELEASE_FOLDER}, {RELEASE_FOLDER} itself, or a folder with "
                         f"images/ and masks/")
     p.add_argument("--groups", metavar="FILE",
                    help="CSV (name,group) or JSON ({name: group}) giving every image a group, e.g. a patient; the "

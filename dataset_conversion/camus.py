@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from ._common import converter_parser, exporter_parser
 from ._common import (ConversionError, DatasetOptions, add_common_arguments, add_dataset_arguments, build_dataset,
                       check_labels, cli, dataset_options, folds_of_patients, load_json, patient_level_folds,
                       prediction_files, require_dir, resolve_dataset_folder, run_parallel, staged_files,
@@ -331,10 +332,8 @@ def export(pred_dir: str, out_dir: str, dataset: str = str(DEFAULT_ID), overwrit
 
 
 def _converter_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_convert_camus", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--input", required=True,
-                   help="CAMUS root: the folder with training/ and testing/ (2019) or with database_nifti/ (2023)")
+    p = converter_parser("nnunetv2_xdim_convert_camus", __doc__,
+                         "CAMUS root: the folder with training/ and testing/ (2019) or with database_nifti/ (2023)")
     p.add_argument("--half-sequence", action="store_true",
                    help="2023 only: add the labelled half-sequence frames as extra training cases")
     add_dataset_arguments(p, DEFAULT_ID, DEFAULT_NAME)
@@ -346,12 +345,10 @@ def main(argv=None) -> None:
 
 
 def _exporter_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_export_camus",
-                                description="Turn nnUNetv2_predict output on a CAMUS dataset back into CAMUS files "
+    p = exporter_parser("nnunetv2_xdim_export_camus",
+                        "Turn nnUNetv2_predict output on a CAMUS dataset back into CAMUS files "
                                             "(patientNNNN/patientNNNN_{2CH,4CH}_{ED,ES}.mhd/.raw or .nii.gz, "
                                             "with the original headers).")
-    p.add_argument("-i", "--input", required=True, help="folder with nnU-Net's .nii.gz predictions")
-    p.add_argument("-o", "--output", required=True, help="submission folder to write")
     p.add_argument("-d", "--dataset", default=str(DEFAULT_ID),
                    help=f"the converted dataset (id, DatasetXXX_Name in $nnUNet_raw, or folder; default "
                         f"{DEFAULT_ID}); its {SIDECAR} holds the original file headers")

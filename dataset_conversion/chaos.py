@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from ._common import converter_parser, exporter_parser
 from ._common import (ConversionError, DatasetOptions, add_common_arguments, add_dataset_arguments, build_dataset,
                       check_labels, cli, dataset_options, files_with_suffix, load_json, patient_folds,
                       prediction_files, require_dir, resolve_dataset_folder, run_parallel, staged_files,
@@ -329,9 +330,7 @@ def _choose_t1(cases: dict[str, str], records: dict, phase: str) -> dict[str, di
 
 
 def _converter_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_convert_chaos", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--input", required=True, help="CHAOS root with Train_Sets/ and/or Test_Sets/")
+    p = converter_parser("nnunetv2_xdim_convert_chaos", __doc__, "CHAOS root with Train_Sets/ and/or Test_Sets/")
     p.add_argument("-m", "--modality", choices=("CT", "MR"), required=True)
     p.add_argument("--t1-channels", action="store_true",
                    help=f"MR: T1-DUAL in/out phase as two channels of one case (default id {CHAOS_MR_T1DUAL.id}; "
@@ -352,11 +351,10 @@ def main(argv=None) -> None:
 
 
 def _exporter_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_export_chaos",
-                                description="Turn nnUNetv2_predict output on a CHAOS dataset into the PNG submission "
-                                            "tree Task<k>/<CT|MR>/<id>/[T1DUAL|T2SPIR/]Results/imgNNN.png.")
-    p.add_argument("-i", "--input", required=True, help="folder with nnU-Net's .nii.gz predictions")
-    p.add_argument("-o", "--output", required=True, help="submission folder (CT and MR exports may share it)")
+    p = exporter_parser("nnunetv2_xdim_export_chaos",
+                        "Turn nnUNetv2_predict output on a CHAOS dataset into the PNG submission "
+                                            "tree Task<k>/<CT|MR>/<id>/[T1DUAL|T2SPIR/]Results/imgNNN.png.",
+                        "submission folder (CT and MR exports may share it)")
     p.add_argument("-d", "--dataset", help=f"the converted dataset (id, DatasetXXX_Name in $nnUNet_raw, or "
                                            f"folder) whose {SIDECAR} gives the slice order")
     p.add_argument("--raw", help="CHAOS release folder: read the slice order from the DICOM files instead")

@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 
+from ._common import converter_parser
 from ._common import (ConversionError, DatasetOptions, add_dataset_arguments, build_dataset, cli, dataset_options,
                       require_dir, visible_entries)
 from ._png2d import (CASE_INFO, FILE_ENDING, LABELS, case_info, case_result, grouped_splits, images_masks_cases,
@@ -105,10 +106,8 @@ def convert(input_dir: str, opts: DatasetOptions, n_folds: int = 5) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nnunetv2_xdim_convert_ph2", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--input", required=True,
-                   help=f"PH2 folder: the one holding '{RELEASE_FOLDER}' (or PH2Dataset/), '{RELEASE_FOLDER}' "
+    p = converter_parser("nnunetv2_xdim_convert_ph2", __doc__,
+                         f"PH2 folder: the one holding '{RELEASE_FOLDER}' (or PH2Dataset/), '{RELEASE_FOLDER}' "
                         f"itself, or a folder with images/ and masks/")
     add_dataset_arguments(p, DEFAULT_ID, DEFAULT_NAME)
     return p
