@@ -1,6 +1,6 @@
 """Challenge presets: which structures are evaluated, how cases are grouped, and the empty-mask convention.
 
-Label codes follow the challenges' own releases (see FIELD_NOTES section 4):
+Label codes follow the challenges' own releases (see documentation/challenges.md):
 - CAMUS: 1 LV cavity (endocardium), 2 LV myocardium, 3 left atrium. CAMUS reports the endocardium, the
   epicardium (cavity plus myocardium) and the atrium; the myocardium alone is added because it is what the network
   predicts. Cases are grouped by view (2CH/4CH) and instant (ED/ES), read from the case name.
